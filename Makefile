@@ -1,0 +1,43 @@
+# Two commands: `make run` serves the demo, `make test` runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run migrate demo test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/lethe db upgrade
+
+demo: migrate
+	$(BIN)/lethe demo setup
+
+# The demo shortens the cooling-off period to one minute so the whole path can be walked
+# in a few minutes; production keeps the default of three days.
+run: demo
+	@echo "Lethe: portal http://127.0.0.1:5000/  staff http://127.0.0.1:5000/admin/"
+	@trap 'kill 0' INT TERM EXIT; \
+	export LETHE_COOLING_OFF_MINUTES=$${LETHE_COOLING_OFF_MINUTES:-1}; \
+	$(BIN)/lethe worker --beat & \
+	$(BIN)/lethe run --host 127.0.0.1 --port 5000
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,199 @@
+"""The connector contract: every system Lethe reaches implements this one class.
+
+A connector is found through the entry-point group ``lethe.connectors`` and enabled only
+when ``systems.toml`` names it.  Its entry-point name, the ``connector =`` value in the
+configuration and the class attribute ``name`` are the same string.
+
+Nothing here succeeds by default: a verb that a connector does not implement raises, and
+a connector that cannot reach a row raises :class:`ConnectorError` instead of reporting
+the row as erased.  Connectors never import Flask, ``portal`` or ``admin``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+class Outcome(enum.StrEnum):
+    """What happened to the subject in one system."""
+
+    COMPLETED = "completed"
+    NOT_FOUND = "not_found"
+    RETAINED = "retained"
+    ACTION_REQUIRED = "action_required"
+    FAILED = "failed"
+
+
+class Action(enum.StrEnum):
+    """What a plan does to the rows of one table (or records of one kind)."""
+
+    DELETE = "delete"
+    ANONYMISE = "anonymise"
+    RETAIN = "retain"
+
+
+class ConfigError(ValueError):
+    """A system's configuration is wrong; the message names the system and the key."""
+
+    def __init__(self, system: str, key: str, problem: str, file: str | None = None):
+        self.system, self.key, self.problem, self.file = system, key, problem, file
+        where = f"{file}: " if file else ""
+        super().__init__(f"{where}system {system!r}, key {key!r}: {problem}")
+
+
+class ConnectorError(RuntimeError):
+    """A verb could not be carried out; the message says what a person can do about it.
+
+    ``transient`` marks failures worth retrying (connection refused, timeout, deadlock).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The person a request is about, as the connectors see them."""
+
+    email: str
+    customer_id: str | None = None
+    #: Keyed hash of the normalised email, for systems that store only that.
+    email_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Whether a system is reachable and the configured access is sufficient."""
+
+    ok: bool
+    message: str
+
+
+@dataclass
+class TablePlan:
+    """One step of a plan: what will be done to the matching rows of one table."""
+
+    table: str
+    action: Action
+    rows: int
+    #: How the rows are reached, e.g. ``customers.email`` or ``orders.customer_id -> customers.id``.
+    via: str = ""
+    #: For ``anonymise``: column -> method (``null``, ``fixed``, ``pseudonym``, ...).
+    columns: dict[str, str] = field(default_factory=dict)
+    #: For ``retain`` (and anonymise that keeps a row): the legal ground, e.g. ``art17-3-b``.
+    ground: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    """A dry run: everything a system holds about a subject and what erasure would do."""
+
+    system: str
+    connector: str
+    steps: list[TablePlan] = field(default_factory=list)
+    #: Things a person must look at: unconfigured tables that reference the subject, ...
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_rows(self) -> int:
+        """Return the number of rows the plan touches or keeps."""
+        return sum(step.rows for step in self.steps)
+
+    @property
+    def found(self) -> bool:
+        """Return whether the system holds anything about the subject."""
+        return self.total_rows > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plan as JSON-ready data, to be stored and shown."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        """Rebuild a plan stored with :meth:`to_dict`."""
+        steps = [TablePlan(**{**step, "action": Action(step["action"])}) for step in data["steps"]]
+        return cls(
+            system=data["system"],
+            connector=data["connector"],
+            steps=steps,
+            warnings=list(data.get("warnings", [])),
+        )
+
+
+@dataclass
+class EraseResult:
+    """What an erasure did, per table, in one system."""
+
+    outcome: Outcome
+    #: table -> rows deleted or anonymised (retained tables are not listed).
+    rows_affected: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def total_rows(self) -> int:
+        """Return the number of rows changed."""
+        return sum(self.rows_affected.values())
+
+
+@dataclass
+class VerifyResult:
+    """A re-scan after erasure: what still matches the subject, per table."""
+
+    remaining: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        """Return whether nothing that should be gone still matches."""
+        return not any(self.remaining.values())
+
+
+@dataclass(frozen=True)
+class Record:
+    """One exported record: where it came from and its fields."""
+
+    table: str
+    data: dict[str, Any]
+
+
+class Connector(abc.ABC):
+    """Base class of every connector; subclasses implement each verb or raise."""
+
+    #: Entry-point name and ``connector =`` value in ``systems.toml``.
+    name: ClassVar[str]
+    #: Version recorded in proofs of deletion.
+    version: ClassVar[str] = "0"
+
+    def __init__(self, system: str, settings: Mapping[str, Any]):
+        """Validate ``settings`` for ``system``; raise :class:`ConfigError` if wrong."""
+        self.system = system
+        self.settings = dict(settings)
+
+    @abc.abstractmethod
+    def check(self) -> CheckResult:
+        """Return whether the system is reachable with sufficient permissions."""
+
+    @abc.abstractmethod
+    def plan(self, subject: Subject) -> Plan:
+        """Return a dry run of what erasure would do; change nothing."""
+
+    @abc.abstractmethod
+    def export(self, subject: Subject) -> Iterator[Record]:
+        """Yield every record the system holds about the subject, streamed."""
+
+    @abc.abstractmethod
+    def erase(self, subject: Subject, plan: Plan) -> EraseResult:
+        """Carry out exactly ``plan``; running it twice changes nothing more."""
+
+    @abc.abstractmethod
+    def verify(self, subject: Subject) -> VerifyResult:
+        """Re-scan the system and return what still matches the subject."""
+
+    def close(self) -> None:
+        """Release connections; the default holds none."""
+        return None

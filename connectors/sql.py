@@ -1,0 +1,421 @@
+"""The built-in SQL connector: SQLAlchemy on PostgreSQL, MariaDB/MySQL and SQLite.
+
+The person is found in one table; every table that hangs off it is found by reflecting
+foreign keys.  Erasure runs children first, in one transaction, with one set-based
+statement per table.  Idempotency: once erased the person no longer matches, so a second
+run changes nothing and reports the same outcome as the plan it carries out.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+
+from connectors.base import (
+    Action,
+    CheckResult,
+    ConfigError,
+    Connector,
+    ConnectorError,
+    EraseResult,
+    Outcome,
+    Plan,
+    Record,
+    Subject,
+    TablePlan,
+    VerifyResult,
+)
+from connectors.sql_schema import Graph, Link, Settings, build_graph, parse_settings
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite ignores foreign keys unless asked, and its lower() folds ASCII only.
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
+    dbapi_connection.create_function(
+        "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
+    )
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return value
+
+
+class SqlConnector(Connector):
+    """Find, export, erase and verify a person in a relational database."""
+
+    name = "sql"
+    version = "1"
+
+    def __init__(self, system: str, settings: Mapping[str, Any]):
+        super().__init__(system, settings)
+        self.config: Settings = parse_settings(system, settings)
+        self._engine: sa.Engine | None = None
+        self._schema: tuple[sa.MetaData, Graph] | None = None
+
+    # -- connection and schema ------------------------------------------------------------
+
+    @property
+    def engine(self) -> sa.Engine:
+        """Return the engine, created on first use."""
+        if self._engine is None:
+            try:
+                self._engine = sa.create_engine(self.config.url, pool_pre_ping=True)
+            except (exc.ArgumentError, ImportError) as error:
+                raise ConfigError(
+                    self.system, "url", f"not a usable database URL: {error}"
+                ) from None
+            if self._engine.dialect.name == "sqlite":
+                event.listen(self._engine, "connect", _sqlite_pragmas)
+        return self._engine
+
+    def _failure(self, error: exc.SQLAlchemyError, doing: str) -> ConnectorError:
+        transient = isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError)
+        detail = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
+        return ConnectorError(f"{self.system}: {doing} failed: {detail}", transient=transient)
+
+    def schema(self) -> tuple[sa.MetaData, Graph]:
+        """Reflect the database once and check the configuration against it."""
+        if self._schema is None:
+            metadata = sa.MetaData()
+            try:
+                metadata.reflect(self.engine)
+            except exc.SQLAlchemyError as error:
+                raise self._failure(error, "reading the schema") from None
+            self._schema = metadata, self._validate(metadata)
+        return self._schema
+
+    def _validate(self, metadata: sa.MetaData) -> Graph:
+        config, system = self.config, self.system
+        if config.subject_table not in metadata.tables:
+            raise ConfigError(system, "subject.table", f"no table {config.subject_table!r}")
+        subject = metadata.tables[config.subject_table]
+        for column in config.subject_columns:
+            if column not in subject.c:
+                raise ConfigError(system, "subject.columns", f"{subject.name} has no {column!r}")
+        graph = build_graph(metadata, subject.name)
+        rule = config.tables.get(subject.name)
+        if rule and rule.action == Action.ANONYMISE:
+            kept = [c for c in config.subject_columns if c not in rule.columns]
+            if kept:
+                raise ConfigError(
+                    system,
+                    f"tables.{subject.name}.columns",
+                    f"anonymising {subject.name} must replace {', '.join(kept)}, "
+                    "or the person stays identifiable",
+                )
+        for name, rule in config.tables.items():
+            if name not in metadata.tables:
+                raise ConfigError(system, f"tables.{name}", "no such table in the database")
+            if name not in graph.order:
+                raise ConfigError(
+                    system, f"tables.{name}", f"not linked to {subject.name} by any foreign key"
+                )
+            self._validate_columns(metadata.tables[name], rule.columns)
+        for parent, links in _by_parent(graph).items():
+            if config.tables.get(parent) and config.tables[parent].action == Action.DELETE:
+                for link in links:
+                    kept = config.tables.get(link.child)
+                    if kept and kept.action != Action.DELETE and not link.nullable:
+                        raise ConfigError(
+                            system,
+                            f"tables.{parent}.action",
+                            f"{parent} cannot be deleted while {link.child} keeps rows that "
+                            f"must point at it ({link.describe()}, NOT NULL); anonymise "
+                            f"{parent} instead",
+                        )
+        for table, links in graph.self_links.items():
+            rule = config.tables.get(table)
+            if rule and rule.action == Action.DELETE and not all(x.nullable for x in links):
+                raise ConfigError(
+                    system,
+                    f"tables.{table}.action",
+                    f"{table} refers to itself through a NOT NULL column; anonymise it instead",
+                )
+        return graph
+
+    def _validate_columns(self, table: sa.Table, methods: Mapping[str, str]) -> None:
+        fk_columns = {c.name for fk in table.foreign_key_constraints for c in fk.columns}
+        pk = list(table.primary_key.columns)
+        for name, method in methods.items():
+            key = f"tables.{table.name}.columns.{name}"
+            if name not in table.c:
+                raise ConfigError(self.system, key, f"{table.name} has no column {name!r}")
+            column = table.c[name]
+            if column.primary_key or name in fk_columns:
+                raise ConfigError(self.system, key, "keys and foreign keys cannot be anonymised")
+            length = getattr(column.type, "length", None)
+            unique = (
+                column.unique
+                or any(
+                    isinstance(c, sa.UniqueConstraint) and name in c.columns
+                    for c in table.constraints
+                )
+                or any(ix.unique and name in ix.columns for ix in table.indexes)
+            )
+            if method == "null" and not column.nullable:
+                raise ConfigError(
+                    self.system, key, f"{name} is NOT NULL; use fixed: or placeholder"
+                )
+            if method.startswith("fixed:"):
+                value = method.removeprefix("fixed:")
+                if length is not None and len(value) > length:
+                    raise ConfigError(
+                        self.system, key, f"{value!r} is longer than the column ({length})"
+                    )
+                if unique:
+                    raise ConfigError(
+                        self.system,
+                        key,
+                        f"{name} is unique; a fixed value would collide, use placeholder",
+                    )
+            if method == "placeholder":
+                if len(pk) != 1:
+                    raise ConfigError(
+                        self.system, key, "placeholder needs a one-column primary key"
+                    )
+                widest = self._placeholder_width(table, name, pk[0])
+                if length is not None and widest > length:
+                    raise ConfigError(
+                        self.system,
+                        key,
+                        f"a placeholder needs {widest} characters; {name} holds {length}",
+                    )
+
+    def _placeholder_width(self, table: sa.Table, column: str, pk: sa.Column) -> int:
+        # The widest placeholder is that of the longest key in the table today, with one
+        # character of headroom so that the table may grow before the next check.
+        prefix, suffix = self._placeholder_parts(column)
+        with self.engine.connect() as conn:
+            longest = conn.execute(
+                sa.select(sa.func.max(sa.func.length(sa.cast(pk, sa.String))))
+            ).scalar_one()
+        return len(prefix) + (longest or 1) + 1 + len(suffix)
+
+    @staticmethod
+    def _placeholder_parts(column: str) -> tuple[str, str]:
+        return ("erased-", "@invalid.example") if "mail" in column.lower() else ("erased-", "")
+
+    # -- which rows belong to the subject -------------------------------------------------
+
+    def _match(self, table: sa.Table, subject: Subject) -> sa.ColumnElement[bool]:
+        clauses = []
+        for name in self.config.subject_columns:
+            column = table.c[name]
+            if self.config.match == "case-insensitive":
+                clauses.append(sa.func.lower(column) == subject.email.casefold())
+            else:
+                clauses.append(column == subject.email)
+        return sa.or_(*clauses)
+
+    def _related(self, name: str, subject: Subject) -> sa.ColumnElement[bool]:
+        """Return the condition selecting the rows of ``name`` that belong to the subject."""
+        metadata, graph = self.schema()
+        table = metadata.tables[name]
+        if name == self.config.subject_table:
+            return self._match(table, subject)
+        conditions = [
+            self._via(table, metadata.tables[link.parent], link, subject)
+            for link in graph.links[name]
+        ]
+        return sa.or_(*conditions)
+
+    def _via(
+        self, child: sa.Table, parent: sa.Table, link: Link, subject: Subject
+    ) -> sa.ColumnElement[bool]:
+        # A derived table around the parent's rows: MySQL refuses a subquery on the very
+        # table being updated or deleted from unless it is materialised this way.
+        inner = (
+            sa.select(*[parent.c[c] for c in link.parent_columns])
+            .where(self._related(parent.name, subject))
+            .subquery()
+        )
+        keys = sa.select(*inner.c)
+        columns = [child.c[c] for c in link.child_columns]
+        target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
+        return target.in_(keys)
+
+    def _rows(self, table: sa.Table, subject: Subject) -> sa.Select:
+        pk = list(table.primary_key.columns) or list(table.c)
+        inner = sa.select(*pk).where(self._related(table.name, subject)).subquery()
+        return sa.select(*inner.c)
+
+    # -- verbs ------------------------------------------------------------------------------
+
+    def check(self) -> CheckResult:
+        """Return whether the database answers and the configuration fits its schema."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except exc.SQLAlchemyError as error:
+            return CheckResult(False, str(self._failure(error, "connecting")))
+        metadata, graph = self.schema()
+        missing = [t for t in graph.order if t not in self.config.tables]
+        note = f"; not configured: {', '.join(missing)}" if missing else ""
+        return CheckResult(True, f"reachable; {len(self.config.tables)} tables configured{note}")
+
+    def plan(self, subject: Subject) -> Plan:
+        """Count what belongs to the subject in each table and say what erasure will do."""
+        metadata, graph = self.schema()
+        plan = Plan(system=self.system, connector=self.name)
+        try:
+            with self.engine.connect() as conn:
+                for name in reversed(graph.order):  # children first: the order of erasure
+                    table = metadata.tables[name]
+                    count = conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(table)
+                        .where(self._related(name, subject))
+                    ).scalar_one()
+                    rule = self.config.tables.get(name)
+                    if rule is None:
+                        if count:
+                            plan.warnings.append(
+                                f"{name} holds {count} rows linked to the person but has no "
+                                f"action in systems.toml; erasure of {self.system} is blocked"
+                            )
+                        continue
+                    via = " | ".join(link.describe() for link in graph.links.get(name, [])) or (
+                        f"{name}.{'/'.join(self.config.subject_columns)} = the subject's email"
+                    )
+                    plan.steps.append(
+                        TablePlan(
+                            table=name,
+                            action=rule.action,
+                            rows=count,
+                            via=via,
+                            columns=dict(rule.columns),
+                            ground=rule.ground,
+                            note=rule.note,
+                        )
+                    )
+        except exc.SQLAlchemyError as error:
+            raise self._failure(error, "planning") from None
+        return plan
+
+    def export(self, subject: Subject) -> Iterator[Record]:
+        """Yield every row linked to the subject, table by table, streamed."""
+        metadata, graph = self.schema()
+        try:
+            with self.engine.connect() as conn:
+                for name in graph.order:
+                    if name not in self.config.tables:
+                        continue
+                    table = metadata.tables[name]
+                    query = sa.select(table).where(self._related(name, subject))
+                    result = conn.execution_options(stream_results=True, yield_per=500).execute(
+                        query
+                    )
+                    for row in result.mappings():
+                        yield Record(name, {k: _json_value(v) for k, v in row.items()})
+        except exc.SQLAlchemyError as error:
+            raise self._failure(error, "exporting") from None
+
+    def erase(self, subject: Subject, plan: Plan) -> EraseResult:
+        """Carry out ``plan`` in one transaction: all of it, or nothing."""
+        if plan.warnings:
+            raise ConnectorError(f"{self.system}: erasure blocked: " + "; ".join(plan.warnings))
+        metadata, graph = self.schema()
+        rules = {step.table: step for step in plan.steps}
+        affected: dict[str, int] = {}
+        try:
+            with self.engine.begin() as conn:
+                for name in reversed(graph.order):
+                    step = rules.get(name)
+                    if step is None:
+                        if conn.execute(
+                            sa.select(sa.func.count())
+                            .select_from(metadata.tables[name])
+                            .where(self._related(name, subject))
+                        ).scalar_one():
+                            raise ConnectorError(
+                                f"{self.system}: {name} holds rows of the person but is not in "
+                                "the approved plan; review the plan again"
+                            )
+                        continue
+                    if step.action != Action.RETAIN:
+                        affected[name] = self._apply(
+                            conn, metadata.tables[name], step, graph, subject
+                        )
+        except exc.SQLAlchemyError as error:
+            raise self._failure(error, "erasing") from None
+        outcome = (
+            Outcome.NOT_FOUND
+            if not plan.found
+            else (
+                Outcome.RETAINED
+                if all(s.action == Action.RETAIN for s in plan.steps if s.rows)
+                else Outcome.COMPLETED
+            )
+        )
+        return EraseResult(outcome, affected)
+
+    def _apply(
+        self, conn: sa.Connection, table: sa.Table, step: TablePlan, graph: Graph, subject: Subject
+    ) -> int:
+        rows = self._rows(table, subject)
+        pk = list(table.primary_key.columns) or list(table.c)
+        target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
+        if step.action == Action.DELETE:
+            for link in graph.self_links.get(table.name, []):
+                # Other people's rows that point at ours lose the pointer, not their row.
+                column = table.c[link.child_columns[0]]
+                conn.execute(sa.update(table).where(column.in_(rows)).values({column: None}))
+            return conn.execute(sa.delete(table).where(target.in_(rows))).rowcount
+        values = {
+            name: self._anonymised(table, name, method) for name, method in step.columns.items()
+        }
+        return conn.execute(sa.update(table).where(target.in_(rows)).values(values)).rowcount
+
+    def _anonymised(self, table: sa.Table, column: str, method: str) -> Any:
+        if method == "null":
+            return None
+        if method.startswith("fixed:"):
+            return method.removeprefix("fixed:")
+        prefix, suffix = self._placeholder_parts(column)
+        pk = next(iter(table.primary_key.columns))
+        expression = sa.literal(prefix, sa.String) + sa.cast(pk, sa.String)
+        return expression + sa.literal(suffix, sa.String) if suffix else expression
+
+    def verify(self, subject: Subject) -> VerifyResult:
+        """Count, per table that should be cleared, the rows that still match the subject."""
+        metadata, graph = self.schema()
+        remaining: dict[str, int] = {}
+        try:
+            with self.engine.connect() as conn:
+                for name in graph.order:
+                    rule = self.config.tables.get(name)
+                    if rule is not None and rule.action == Action.RETAIN:
+                        continue
+                    remaining[name] = conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(metadata.tables[name])
+                        .where(self._related(name, subject))
+                    ).scalar_one()
+        except exc.SQLAlchemyError as error:
+            raise self._failure(error, "verifying") from None
+        return VerifyResult(remaining)
+
+    def close(self) -> None:
+        """Dispose of the engine's connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _by_parent(graph: Graph) -> dict[str, list[Link]]:
+    result: dict[str, list[Link]] = {}
+    for links in graph.links.values():
+        for link in links:
+            result.setdefault(link.parent, []).append(link)
+    return result

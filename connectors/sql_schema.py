@@ -1,0 +1,167 @@
+"""The SQL connector's view of a database: settings checked against the reflected schema.
+
+Everything that can be known before touching a row is checked here, so that a wrong
+configuration fails at ``check()`` and ``plan()`` time with the key to fix, never halfway
+through an erasure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.base import Action, ConfigError
+
+MATCHES = ("exact", "case-insensitive")
+PLAIN_METHODS = ("null", "placeholder")
+
+
+@dataclass(frozen=True)
+class TableRule:
+    """What the configuration says to do with one table."""
+
+    action: Action
+    ground: str | None = None
+    note: str = ""
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The SQL connector's settings, validated for shape (not yet against a schema)."""
+
+    url: str
+    subject_table: str
+    subject_columns: tuple[str, ...]
+    match: str
+    tables: Mapping[str, TableRule]
+
+
+def _text(system: str, data: Mapping[str, Any], key: str, path: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(system, path, "required, as non-empty text")
+    return value
+
+
+def parse_settings(system: str, settings: Mapping[str, Any]) -> Settings:
+    """Return the settings of one system; raise ConfigError naming the wrong key."""
+    url = _text(system, settings, "url", "url")
+    subject = settings.get("subject")
+    if not isinstance(subject, dict):
+        raise ConfigError(system, "subject", "required: a [systems.NAME.subject] table")
+    table = _text(system, subject, "table", "subject.table")
+    columns = subject.get("columns")
+    if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+        raise ConfigError(system, "subject.columns", "required: a list of column names")
+    match = subject.get("match", "exact")
+    if match not in MATCHES:
+        raise ConfigError(system, "subject.match", f"must be one of {', '.join(MATCHES)}")
+    raw_tables = settings.get("tables")
+    if not isinstance(raw_tables, dict) or not raw_tables:
+        raise ConfigError(system, "tables", "required: one [systems.NAME.tables.TABLE] per table")
+    tables = {name: _table_rule(system, name, rule) for name, rule in raw_tables.items()}
+    unknown = set(settings) - {"url", "subject", "tables"}
+    if unknown:
+        raise ConfigError(system, sorted(unknown)[0], "unknown setting of the sql connector")
+    return Settings(url, table, tuple(columns), match, tables)
+
+
+def _table_rule(system: str, name: str, rule: Any) -> TableRule:
+    path = f"tables.{name}"
+    if not isinstance(rule, dict):
+        raise ConfigError(system, path, "must be a table")
+    try:
+        action = Action(rule.get("action"))
+    except ValueError:
+        choices = ", ".join(a.value for a in Action)
+        raise ConfigError(system, f"{path}.action", f"must be one of {choices}") from None
+    ground = rule.get("ground")
+    if action == Action.RETAIN and not ground:
+        raise ConfigError(system, f"{path}.ground", "retain needs the legal ground, e.g. art17-3-b")
+    columns = rule.get("columns", {})
+    if not isinstance(columns, dict):
+        raise ConfigError(system, f"{path}.columns", "must be a table of column = method")
+    if action == Action.ANONYMISE and not columns:
+        raise ConfigError(system, f"{path}.columns", "anonymise needs at least one column")
+    if action != Action.ANONYMISE and columns:
+        raise ConfigError(system, f"{path}.columns", f"{action} takes no columns")
+    for column, method in columns.items():
+        if not isinstance(method, str) or not (
+            method in PLAIN_METHODS or method.startswith("fixed:")
+        ):
+            raise ConfigError(
+                system, f"{path}.columns.{column}", "method must be null, placeholder or fixed:TEXT"
+            )
+    return TableRule(action, ground, str(rule.get("note", "")), dict(columns))
+
+
+@dataclass(frozen=True)
+class Link:
+    """A foreign key by which ``child`` rows belong to rows of ``parent``."""
+
+    child: str
+    parent: str
+    child_columns: tuple[str, ...]
+    parent_columns: tuple[str, ...]
+    nullable: bool
+
+    def describe(self) -> str:
+        """Return the link as ``child.col -> parent.col``."""
+        return (
+            f"{self.child}.{','.join(self.child_columns)} -> "
+            f"{self.parent}.{','.join(self.parent_columns)}"
+        )
+
+
+@dataclass
+class Graph:
+    """The tables reachable from the subject's table through foreign keys, parents first."""
+
+    order: list[str]
+    links: dict[str, list[Link]]
+    #: Self-references (``customers.referred_by``): rows of other people pointing at ours.
+    self_links: dict[str, list[Link]]
+
+
+def build_graph(metadata: sa.MetaData, root: str) -> Graph:
+    """Follow foreign keys from ``root`` to every table whose rows hang off it."""
+    incoming: dict[str, list[Link]] = {}
+    self_links: dict[str, list[Link]] = {}
+    for table in metadata.tables.values():
+        for fk in table.foreign_key_constraints:
+            parent = fk.referred_table.name
+            link = Link(
+                table.name,
+                parent,
+                tuple(c.name for c in fk.columns),
+                tuple(e.column.name for e in fk.elements),
+                all(c.nullable for c in fk.columns),
+            )
+            target = self_links if parent == table.name else incoming
+            target.setdefault(parent, []).append(link)
+    order, links = [root], {}
+    for parent in order:  # breadth first; ``order`` grows as children are found
+        for link in incoming.get(parent, []):
+            links.setdefault(link.child, []).append(link)
+            if link.child not in order:
+                order.append(link.child)
+    # A child found before one of its parents must still come after all of them.
+    order = _parents_first(order, links)
+    return Graph(order, links, self_links)
+
+
+def _parents_first(tables: list[str], links: dict[str, list[Link]]) -> list[str]:
+    placed: list[str] = []
+    pending = list(tables)
+    while pending:
+        ready = [t for t in pending if all(link.parent in placed for link in links.get(t, []))]
+        if not ready:  # a cycle between different tables: keep discovery order for the rest
+            ready = pending[:1]
+        for table in ready:
+            placed.append(table)
+            pending.remove(table)
+    return placed

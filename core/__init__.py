@@ -1,0 +1,75 @@
+"""Lethe's domain and the application factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, has_request_context, request
+from flask_babel import get_locale
+
+from core.config import load_config
+from core.extensions import babel, csrf, db, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGUAGES = ("en", "ru", "zh")
+
+
+def select_locale() -> str | None:
+    """Return the best of our languages for the browser's Accept-Language."""
+    if not has_request_context():  # jobs and the CLI choose the language explicitly
+        return None
+    return request.accept_languages.best_match(LANGUAGES) or "en"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Lethe web app: configuration, extensions, systems, jobs, blueprints."""
+    app = Flask(
+        __name__,
+        instance_path=str(ROOT / "instance"),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config.from_mapping(load_config(Path(app.instance_path)))
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.instance_path = str(app.config["INSTANCE"])
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    csrf.init_app(app)
+    babel.init_app(
+        app,
+        locale_selector=select_locale,
+        default_translation_directories=str(ROOT / "translations"),
+    )
+    login_manager.init_app(app)
+    app.jinja_env.globals["get_locale"] = get_locale
+
+    from core import models  # noqa: F401  (registers the tables with the metadata)
+    from core.jobs import init_celery
+    from core.security import init_security
+    from core.signing import load_or_create_signing_key, load_signing_key
+    from core.systems import load_systems
+
+    app.extensions["lethe.systems"] = load_systems(app.config["SYSTEMS_FILE"])
+    key_file = Path(app.config["SIGNING_KEY_FILE"])
+    app.extensions["lethe.signing_key"] = (
+        load_signing_key(key_file)
+        if app.config["LETHE_ENV"] == "production"
+        else load_or_create_signing_key(key_file)
+    )
+    init_celery(app)
+    init_security(app)
+
+    from admin import bp as admin_bp
+    from portal import bp as portal_bp
+
+    app.register_blueprint(portal_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    return app

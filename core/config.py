@@ -1,0 +1,112 @@
+"""Read the configuration from ``LETHE_*`` environment variables, with embedded defaults.
+
+Development needs nothing set: the database, the broker and the secrets live under
+``instance/``.  Production (``LETHE_ENV=production``) refuses to start with any of those
+development secrets, so a copied demo never ends up serving real people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+#: Secrets generated once per development instance and kept in ``instance/secrets.json``.
+DEV_SECRETS = ("SECRET_KEY", "DATA_KEY", "HASH_KEY")
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot be used; the message says which variable to fix."""
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return os.environ.get(f"LETHE_{name}", default)
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"LETHE_{name} must be a whole number, not {raw!r}") from None
+
+
+def load_dev_secrets(instance: Path) -> dict[str, str]:
+    """Return the development secrets, creating ``instance/secrets.json`` on first use."""
+    path = instance / "secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    missing = [name for name in DEV_SECRETS if name not in stored]
+    if missing:
+        for name in missing:
+            stored[name] = secrets.token_hex(32)
+        instance.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stored, indent=2))
+        path.chmod(0o600)
+    return stored
+
+
+def load_config(instance: Path) -> dict[str, Any]:
+    """Return the Flask configuration built from the environment."""
+    production = _env("ENV", "development") == "production"
+    instance = Path(_env("INSTANCE_PATH", instance)).resolve()
+    config: dict[str, Any] = {
+        "LETHE_ENV": "production" if production else "development",
+        "INSTANCE": instance,
+        "SQLALCHEMY_DATABASE_URI": _env("DATABASE_URL", f"sqlite:///{instance / 'lethe.sqlite'}"),
+        "BROKER_URL": _env("BROKER_URL", f"sqla+sqlite:///{instance / 'broker.sqlite'}"),
+        "BASE_URL": _env("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "SMTP_HOST": _env("SMTP_HOST"),
+        "SMTP_PORT": _int("SMTP_PORT", 25),
+        "SMTP_USER": _env("SMTP_USER"),
+        "SMTP_PASSWORD": _env("SMTP_PASSWORD"),
+        "SMTP_STARTTLS": _env("SMTP_STARTTLS", "0") == "1",
+        "MAIL_FROM": _env("MAIL_FROM", "Lethe privacy desk <privacy@localhost>"),
+        "OUTBOX": Path(_env("OUTBOX", instance / "outbox")),
+        "SYSTEMS_FILE": Path(_env("SYSTEMS_FILE", instance / "systems.toml")),
+        "SIGNING_KEY_FILE": Path(_env("SIGNING_KEY_FILE", instance / "signing_key.pem")),
+        "CONTROLLER_NAME": _env("CONTROLLER_NAME", "Example Ltd"),
+        "JURISDICTION": _env("JURISDICTION", "gdpr-eu"),
+        "HOLIDAY_COUNTRY": _env("HOLIDAY_COUNTRY"),
+        "HOLIDAY_SUBDIVISION": _env("HOLIDAY_SUBDIVISION"),
+        "VERIFY_LINK_DAYS": _int("VERIFY_LINK_DAYS", 7),
+        "COOLING_OFF_MINUTES": _int("COOLING_OFF_MINUTES", 3 * 24 * 60),
+        "TIMEZONE": _env("TIMEZONE", "Europe/Dublin"),
+        "RUN_JOBS_INLINE": _env("RUN_JOBS_INLINE", "0") == "1",
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_SECURE": production,
+        "WTF_CSRF_TIME_LIMIT": None,
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    }
+    env_secrets = {name: _env(name) for name in DEV_SECRETS}
+    if production:
+        missing = [f"LETHE_{name}" for name, value in env_secrets.items() if not value]
+        if missing:
+            raise ConfigurationError(
+                "production mode needs its own secrets; set " + ", ".join(missing)
+            )
+        if not _env("SIGNING_KEY_FILE"):
+            raise ConfigurationError("production mode needs LETHE_SIGNING_KEY_FILE")
+        if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+            raise ConfigurationError("production mode needs LETHE_DATABASE_URL (PostgreSQL)")
+        config.update(env_secrets)
+    else:
+        generated = load_dev_secrets(instance)
+        config.update({name: value or generated[name] for name, value in env_secrets.items()})
+    for name in ("DATA_KEY", "HASH_KEY"):
+        try:
+            if len(bytes.fromhex(config[name])) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigurationError(
+                f"LETHE_{name} must be 64 hexadecimal characters (32 random bytes)"
+            ) from None
+    return config

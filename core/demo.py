@@ -1,0 +1,205 @@
+"""A small demo CRM — customers, orders, support tickets — and the systems.toml that connects it."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+#: People the README names, so a newcomer knows whom to erase.
+DOCUMENTED = [
+    ("alice@example.com", "Alice Example", "London"),
+    ("ivan.petrov@example.ru", "Иван Петров", "Москва"),
+    ("li.wei@example.cn", "李伟", "北京"),
+]
+_GIVEN = [
+    "Anna",
+    "Ben",
+    "Chloé",
+    "David",
+    "Émile",
+    "Fatima",
+    "Grace",
+    "Hugo",
+    "Olga",
+    "Пётр",
+    "Мария",
+    "Алексей",
+    "Наталья",
+    "王芳",
+    "张伟",
+    "刘洋",
+    "陈静",
+    "Sofia",
+    "Tomás",
+    "Yuki",
+]
+_FAMILY = [
+    "Martin",
+    "Schmidt",
+    "García",
+    "Novak",
+    "Kowalski",
+    "Иванова",
+    "Смирнов",
+    "Кузнецова",
+    "王",
+    "李",
+    "张",
+    "O'Brien",
+    "Rossi",
+    "Dubois",
+    "Jensen",
+]
+_CITIES = [
+    "Dublin",
+    "Berlin",
+    "Paris",
+    "Madrid",
+    "Санкт-Петербург",
+    "Казань",
+    "上海",
+    "广州",
+    "Lisbon",
+    "Warsaw",
+]
+_TOPICS = [
+    "Where is my parcel?",
+    "Refund please",
+    "Wrong size",
+    "Change my address",
+    "Invoice copy",
+    "Не пришёл заказ",
+    "退货申请",
+]
+
+
+def _schema() -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
+    metadata = sa.MetaData()
+    customers = sa.Table(
+        "customers",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("email", sa.String(254), nullable=False, unique=True),
+        sa.Column("full_name", sa.String(120), nullable=False),
+        sa.Column("phone", sa.String(32)),
+        sa.Column("city", sa.String(80)),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+    )
+    orders = sa.Table(
+        "orders",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=False, index=True),
+        sa.Column("placed_at", sa.DateTime, nullable=False),
+        sa.Column("total_cents", sa.Integer, nullable=False),
+        sa.Column("shipping_address", sa.String(200)),
+    )
+    tickets = sa.Table(
+        "support_tickets",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=False, index=True),
+        sa.Column("opened_at", sa.DateTime, nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+    )
+    return metadata, customers, orders, tickets
+
+
+def create_demo_crm(url: str, *, seed: int = 7, extra_customers: int = 37) -> int:
+    """(Re)create the demo CRM in the database at ``url``; return the number of customers."""
+    rng = random.Random(seed)  # noqa: S311  (demo data, not a secret)
+    metadata, customers, orders, tickets = _schema()
+    people = list(DOCUMENTED)
+    for n in range(extra_customers):
+        given, family = rng.choice(_GIVEN), rng.choice(_FAMILY)
+        people.append(
+            (f"customer{n + 1:03d}@example.org", f"{given} {family}", rng.choice(_CITIES))
+        )
+    start = datetime(2024, 1, 1)  # noqa: DTZ001  (the CRM stores naive local times)
+    customer_rows, order_rows, ticket_rows = [], [], []
+    for cid, (email, name, city) in enumerate(people, start=1):
+        customer_rows.append(
+            {
+                "id": cid,
+                "email": email,
+                "full_name": name,
+                "city": city,
+                "phone": f"+353 1 {rng.randint(1000000, 9999999)}",
+                "created_at": start + timedelta(days=rng.randint(0, 600)),
+            }
+        )
+        documented = cid <= len(DOCUMENTED)
+        for _ in range(rng.randint(2 if documented else 0, 5)):
+            order_rows.append(
+                {
+                    "customer_id": cid,
+                    "total_cents": rng.randint(500, 50000),
+                    "placed_at": start + timedelta(days=rng.randint(0, 700)),
+                    "shipping_address": f"{rng.randint(1, 99)} Main Street, {city}",
+                }
+            )
+        for _ in range(rng.randint(1 if documented else 0, 3)):
+            topic = rng.choice(_TOPICS)
+            ticket_rows.append(
+                {
+                    "customer_id": cid,
+                    "subject": topic,
+                    "opened_at": start + timedelta(days=rng.randint(0, 700)),
+                    "body": f"{topic} — {name}, {email}",
+                }
+            )
+    engine = sa.create_engine(url)
+    try:
+        metadata.drop_all(engine)
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(customers.insert(), customer_rows)
+            conn.execute(orders.insert(), order_rows)
+            conn.execute(tickets.insert(), ticket_rows)
+    finally:
+        engine.dispose()
+    return len(customer_rows)
+
+
+def demo_systems_toml(crm_url: str) -> str:
+    """Return a commented ``systems.toml`` that connects the demo CRM at ``crm_url``."""
+    return f'''# Systems that Lethe erases people from. One [systems.NAME] table per system.
+# Check it with `lethe systems check`; preview with `lethe systems plan someone@example.com`.
+
+[systems.crm]
+connector = "sql"                   # built-in SQL connector (PostgreSQL, MariaDB/MySQL, SQLite)
+label = "Customer accounts"         # the name people and auditors see
+url = "{crm_url}"
+
+# Where the person is found: the table and the column(s) compared with their email.
+[systems.crm.subject]
+table = "customers"
+columns = ["email"]
+match = "case-insensitive"          # or "exact"
+
+# What to do with each table that holds them. Tables hanging off `customers` are found
+# through the database's foreign keys; any that is not listed here blocks erasure.
+[systems.crm.tables.support_tickets]
+action = "delete"
+
+# Orders are invoices: tax law says keep them (GDPR Art. 17(3)(b)), without the address.
+[systems.crm.tables.orders]
+action = "anonymise"
+ground = "art17-3-b"
+note = "Invoices are kept 10 years under tax law"
+columns = {{ shipping_address = "null" }}
+
+# Orders still point at the customer row, so it is anonymised rather than deleted.
+[systems.crm.tables.customers]
+action = "anonymise"
+ground = "art17-3-b"
+
+[systems.crm.tables.customers.columns]  # column = null | placeholder | "fixed:TEXT"
+email = "placeholder"
+full_name = "fixed:Erased customer"
+phone = "null"
+city = "null"
+'''

@@ -1,0 +1,126 @@
+"""Carry out an approved erasure, one system at a time, and close the request when all are done."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from connectors.base import ConnectorError, Outcome, Plan
+from core.audit import record_event
+from core.lifecycle import transition
+from core.models import DataSubjectRequest, RunStatus, Status, SystemRun, utcnow
+from core.operations import subject_of
+from core.systems import Systems
+
+log = logging.getLogger(__name__)
+
+#: Run states after which nothing more happens to that system without a person acting.
+FINISHED = frozenset(
+    {
+        RunStatus.COMPLETED,
+        RunStatus.NOT_FOUND,
+        RunStatus.RETAINED,
+        RunStatus.FAILED,
+        RunStatus.ACTION_REQUIRED,
+    }
+)
+#: Run states that count as done in the proof.
+SUCCESSFUL = frozenset({RunStatus.COMPLETED, RunStatus.NOT_FOUND, RunStatus.RETAINED})
+
+
+def mark_running(session: Session, run: SystemRun) -> None:
+    """Record that an attempt on ``run`` begins, before the connector touches anything."""
+    run.status = RunStatus.RUNNING
+    run.attempts += 1
+    run.started_at = utcnow()
+    record_event(
+        session,
+        "worker",
+        "run.started",
+        run.request.reference,
+        system=run.system,
+        attempt=run.attempts,
+    )
+
+
+def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
+    """Erase the subject from one system along its approved plan, then re-scan it."""
+    request = run.request
+    if run.system not in systems.configs:
+        _finish(
+            session,
+            run,
+            RunStatus.FAILED,
+            f"system {run.system!r} is no longer in systems.toml; restore it and retry",
+        )
+        return
+    plan = Plan.from_dict(run.plan)
+    try:
+        with systems.open(run.system) as connector:
+            result = connector.erase(subject_of(request), plan)
+            check = connector.verify(subject_of(request))
+    except ConnectorError as exc:
+        # The connector's message is written to be acted on and holds no personal data.
+        _finish(session, run, RunStatus.FAILED, str(exc))
+        return
+    run.rows_affected = result.rows_affected
+    run.remaining = check.remaining
+    if result.outcome == Outcome.FAILED:
+        _finish(session, run, RunStatus.FAILED, result.message or "the connector reported failure")
+    elif not check.clean:
+        left = ", ".join(f"{table}: {n}" for table, n in sorted(check.remaining.items()) if n)
+        _finish(
+            session,
+            run,
+            RunStatus.FAILED,
+            f"verification found rows still matching after erasure ({left})",
+        )
+    else:
+        _finish(session, run, RunStatus(result.outcome.value), result.message)
+
+
+def _finish(session: Session, run: SystemRun, status: RunStatus, message: str) -> None:
+    run.status, run.message, run.finished_at = status, message, utcnow()
+    record_event(
+        session,
+        "worker",
+        f"run.{status}",
+        run.request.reference,
+        system=run.system,
+        rows_affected=run.rows_affected or {},
+        remaining=run.remaining or {},
+    )
+
+
+def lock_request(session: Session, request_id: int) -> DataSubjectRequest:
+    """Return the request, locked against other workers finishing it at the same moment."""
+    return session.scalars(
+        sa.select(DataSubjectRequest).where(DataSubjectRequest.id == request_id).with_for_update()
+    ).one()
+
+
+def close_if_finished(session: Session, request: DataSubjectRequest) -> bool:
+    """Give the request its final state once every system has finished; return whether it did."""
+    if request.status != Status.RUNNING:
+        return False
+    statuses = {RunStatus(run.status) for run in request.runs}
+    if not statuses <= FINISHED:
+        return False
+    if statuses <= SUCCESSFUL:
+        final = Status.COMPLETED
+    elif statuses & SUCCESSFUL:
+        final = Status.PARTIALLY_COMPLETED
+    else:
+        final = Status.FAILED
+    if final != Status.FAILED:
+        request.completed_at = utcnow()
+    transition(
+        session,
+        request,
+        final,
+        actor="worker",
+        systems={run.system: str(run.status) for run in request.runs},
+    )
+    return True

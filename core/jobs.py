@@ -1,0 +1,96 @@
+"""Background jobs on Celery: start erasures when their cooling-off ends, run each system.
+
+Every task is safe to run twice: it reads the state persisted in our database first and
+does nothing more to a system whose run has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, Task, shared_task
+from flask import Flask, current_app
+
+from core.execution import FINISHED, close_if_finished, execute_run, lock_request, mark_running
+from core.extensions import db
+from core.models import DataSubjectRequest, Status, SystemRun
+from core.operations import due_for_start, start_erasure
+from core.proof_issue import issue_proof_for, notify_completion
+
+log = logging.getLogger(__name__)
+
+
+def init_celery(app: Flask) -> Celery:
+    """Create the Celery app bound to ``app`` and keep it in ``app.extensions``."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.import_name, task_cls=FlaskTask)
+    celery.conf.update(
+        broker_url=app.config["BROKER_URL"],
+        task_ignore_result=True,
+        # A task is acknowledged only once it has finished, so a worker that dies in the
+        # middle of an erasure leaves it on the queue for the next worker.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        task_always_eager=app.config["RUN_JOBS_INLINE"],
+        beat_schedule={
+            "start-due-erasures": {"task": "core.jobs.start_due_erasures", "schedule": 15.0},
+        },
+        beat_schedule_filename=str(app.config["INSTANCE"] / "celerybeat-schedule"),
+        include=["core.jobs"],
+    )
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def systems():
+    """Return the systems of the current app."""
+    return current_app.extensions["lethe.systems"]
+
+
+@shared_task(name="core.jobs.start_due_erasures")
+def start_due_erasures() -> int:
+    """Start every approved erasure whose cooling-off period is over; return how many."""
+    started = 0
+    for request in due_for_start(db.session):
+        runs = start_erasure(db.session, request)
+        db.session.commit()
+        for run in runs:
+            run_system.delay(run.id)
+        started += 1
+    return started
+
+
+@shared_task(name="core.jobs.run_system")
+def run_system(run_id: int) -> None:
+    """Erase one request's subject from one system, then close the request if all are done."""
+    run = db.session.get(SystemRun, run_id)
+    if run is None or run.status in FINISHED or run.request.status != Status.RUNNING:
+        return
+    mark_running(db.session, run)
+    db.session.commit()
+    execute_run(db.session, systems(), run)
+    db.session.commit()
+    request = lock_request(db.session, run.request_id)
+    closed = close_if_finished(db.session, request)
+    db.session.commit()
+    if closed and request.status != Status.FAILED:
+        issue_proof.delay(request.id)
+
+
+@shared_task(name="core.jobs.issue_proof")
+def issue_proof(request_id: int) -> None:
+    """Issue the signed proof of deletion of a finished request and tell the subject."""
+    request = db.session.get(DataSubjectRequest, request_id)
+    if request is None or request.proofs:
+        return
+    issue_proof_for(db.session, request)
+    db.session.commit()
+    notify_completion(request)

@@ -1,0 +1,213 @@
+"""The domain's tables: requests, identities, staff, per-system runs, audit events, proofs."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.extensions import db
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Store aware datetimes as UTC on every dialect and give them back aware."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware UTC one is required")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class RequestType(enum.StrEnum):
+    """What the subject asked for."""
+
+    ERASURE = "erasure"
+
+
+class Status(enum.StrEnum):
+    """Where a request is in its life; moves only through ``core.lifecycle``."""
+
+    SUBMITTED = "submitted"
+    VERIFIED = "verified"
+    APPROVED = "approved"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIALLY_COMPLETED = "partially_completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+
+
+class RunStatus(enum.StrEnum):
+    """Where one system's run is; the outcomes match ``connectors.base.Outcome``."""
+
+    PLANNED = "planned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    NOT_FOUND = "not_found"
+    RETAINED = "retained"
+    ACTION_REQUIRED = "action_required"
+    FAILED = "failed"
+
+
+class Role(enum.StrEnum):
+    """What a staff member may do."""
+
+    ADMIN = "admin"
+    DPO = "dpo"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+
+
+def _enum(kind: type[enum.StrEnum]) -> sa.Enum:
+    # Stored as plain strings with a CHECK-free VARCHAR so adding a member needs no
+    # table rebuild on SQLite; the application validates values through the enum.
+    return sa.Enum(
+        kind,
+        native_enum=False,
+        create_constraint=False,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class SubjectIdentity(db.Model):
+    """A person who asked us something, known by a keyed hash; their email is encrypted."""
+
+    __tablename__ = "subject_identity"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_hash: Mapped[str] = mapped_column(sa.String(64), unique=True, index=True)
+    email_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DataSubjectRequest(db.Model):
+    """One request by one person, with its legal clock stored, not recomputed."""
+
+    __tablename__ = "data_subject_request"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(sa.String(16), unique=True, index=True)
+    request_type: Mapped[RequestType] = mapped_column(_enum(RequestType))
+    status: Mapped[Status] = mapped_column(_enum(Status), index=True)
+    identity_id: Mapped[int] = mapped_column(sa.ForeignKey("subject_identity.id"))
+    language: Mapped[str] = mapped_column(sa.String(8), default="en")
+    jurisdiction: Mapped[str] = mapped_column(sa.String(16))
+    holiday_country: Mapped[str | None] = mapped_column(sa.String(8))
+    holiday_subdivision: Mapped[str | None] = mapped_column(sa.String(8))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_on: Mapped[date] = mapped_column(sa.Date, index=True)
+    extended_due_on: Mapped[date | None] = mapped_column(sa.Date)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Single-use nonce of the outstanding email-verification link (None once used).
+    verify_nonce: Mapped[str | None] = mapped_column(sa.String(32))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    cooling_off_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    identity: Mapped[SubjectIdentity] = relationship()
+    approved_by: Mapped[StaffUser | None] = relationship()
+    runs: Mapped[list[SystemRun]] = relationship(
+        back_populates="request", order_by="SystemRun.system", cascade="all, delete-orphan"
+    )
+    proofs: Mapped[list[Proof]] = relationship(back_populates="request", order_by="Proof.id")
+
+    @property
+    def effective_due_on(self) -> date:
+        """Return the date that binds now: the extended one if the deadline was extended."""
+        return self.extended_due_on or self.due_on
+
+
+class StaffUser(UserMixin, db.Model):
+    """A member of staff who signs in to the admin side."""
+
+    __tablename__ = "staff_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # flask-login refuses sessions of deactivated staff
+        return self.active
+
+
+class SystemRun(db.Model):
+    """The erasure of one request in one system: its plan, attempts, counts and receipt."""
+
+    __tablename__ = "system_run"
+    __table_args__ = (sa.UniqueConstraint("request_id", "system"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("data_subject_request.id"), index=True)
+    system: Mapped[str] = mapped_column(sa.String(64))
+    label: Mapped[str] = mapped_column(sa.String(128))
+    connector: Mapped[str] = mapped_column(sa.String(64))
+    connector_version: Mapped[str] = mapped_column(sa.String(32))
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.PLANNED)
+    attempts: Mapped[int] = mapped_column(default=0)
+    plan: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    rows_before: Mapped[int] = mapped_column(default=0)
+    rows_affected: Mapped[dict[str, int] | None] = mapped_column(sa.JSON)
+    remaining: Mapped[dict[str, int] | None] = mapped_column(sa.JSON)
+    message: Mapped[str] = mapped_column(sa.Text, default="")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    request: Mapped[DataSubjectRequest] = relationship(back_populates="runs")
+
+
+class AuditEvent(db.Model):
+    """One link of the audit hash chain; holds no personal data."""
+
+    __tablename__ = "audit_event"
+
+    position: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    reference: Mapped[str | None] = mapped_column(sa.String(16), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+
+
+class Proof(db.Model):
+    """A signed PDF proof of deletion, kept with the digest of its exact bytes."""
+
+    __tablename__ = "proof"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("data_subject_request.id"), index=True)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    key_id: Mapped[str] = mapped_column(sa.String(32))
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    pdf_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    pdf: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+    request: Mapped[DataSubjectRequest] = relationship(back_populates="proofs")

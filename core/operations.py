@@ -1,0 +1,211 @@
+"""Domain actions on requests.  Each takes a session and leaves the commit to its caller."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from connectors.base import Plan, Subject
+from core import deadlines
+from core.audit import record_event
+from core.crypto import decrypt, encrypt, keyed_hash, normalise_email
+from core.lifecycle import transition
+from core.models import (
+    DataSubjectRequest,
+    RequestType,
+    RunStatus,
+    StaffUser,
+    Status,
+    SubjectIdentity,
+    SystemRun,
+    utcnow,
+)
+from core.systems import Systems
+
+#: Crockford's base32 without I, L, O, U: references read aloud over the phone.
+_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class DomainError(ValueError):
+    """An action that the request's state or the configuration does not allow."""
+
+
+def _key(name: str) -> bytes:
+    return bytes.fromhex(current_app.config[name])
+
+
+def hash_email(email: str) -> str:
+    """Return the keyed hash that finds a subject by address."""
+    return keyed_hash(_key("HASH_KEY"), normalise_email(email))
+
+
+def new_reference() -> str:
+    """Return a fresh random reference such as ``DSR-7K3F9Q2M``."""
+    return "DSR-" + "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(8))
+
+
+def find_request(session: Session, reference: str) -> DataSubjectRequest | None:
+    """Return the request with ``reference``, or None."""
+    return session.scalars(
+        sa.select(DataSubjectRequest).where(DataSubjectRequest.reference == reference)
+    ).first()
+
+
+def subject_email(request: DataSubjectRequest) -> str:
+    """Return the decrypted address of the request's subject."""
+    identity = request.identity
+    if identity.email_sealed is None:
+        raise DomainError(f"the personal data of {request.reference} has been purged")
+    return decrypt(_key("DATA_KEY"), identity.email_sealed, identity.email_hash.encode())
+
+
+def subject_of(request: DataSubjectRequest) -> Subject:
+    """Return the subject as the connectors see them."""
+    return Subject(email=subject_email(request), email_hash=request.identity.email_hash)
+
+
+def received_on(request: DataSubjectRequest) -> datetime:
+    """Return the moment of receipt in the controller's time zone."""
+    return request.received_at.astimezone(ZoneInfo(current_app.config["TIMEZONE"]))
+
+
+def submit_request(
+    session: Session, email: str, request_type: RequestType, language: str = "en"
+) -> DataSubjectRequest:
+    """Record a new request; its legal clock starts now, before anyone reads it."""
+    config = current_app.config
+    email_hash = hash_email(email)
+    identity = session.scalars(
+        sa.select(SubjectIdentity).where(SubjectIdentity.email_hash == email_hash)
+    ).first()
+    if identity is None:
+        identity = SubjectIdentity(email_hash=email_hash)
+        session.add(identity)
+    if identity.email_sealed is None:
+        identity.email_sealed = encrypt(
+            _key("DATA_KEY"), normalise_email(email), email_hash.encode()
+        )
+    now = utcnow()
+    request = DataSubjectRequest(
+        reference=new_reference(),
+        request_type=request_type,
+        status=Status.SUBMITTED,
+        identity=identity,
+        language=language,
+        jurisdiction=config["JURISDICTION"],
+        holiday_country=config["HOLIDAY_COUNTRY"],
+        holiday_subdivision=config["HOLIDAY_SUBDIVISION"],
+        received_at=now,
+        verify_nonce=secrets.token_hex(16),
+        status_changed_at=now,
+    )
+    request.due_on = deadlines.due_on(
+        request.jurisdiction,
+        received_on(request).date(),
+        country=request.holiday_country,
+        subdivision=request.holiday_subdivision,
+    )
+    session.add(request)
+    session.flush()
+    record_event(
+        session,
+        "subject",
+        "request.submitted",
+        request.reference,
+        type=str(request_type),
+        jurisdiction=request.jurisdiction,
+        due_on=request.due_on.isoformat(),
+    )
+    return request
+
+
+def verify_email(session: Session, request: DataSubjectRequest) -> None:
+    """Mark the subject's address as proven; the link that did it cannot be used again."""
+    request.verify_nonce = None
+    request.verified_at = utcnow()
+    transition(session, request, Status.VERIFIED, actor="subject")
+
+
+def plan_digest(plans: dict[str, Plan]) -> str:
+    """Return a digest of the plans, so an approval is tied to the plan that was shown."""
+    body = json.dumps(
+        {name: plan.to_dict() for name, plan in sorted(plans.items())}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def preview_plans(systems: Systems, request: DataSubjectRequest) -> dict[str, Plan]:
+    """Return every system's dry run for the request; raise if any system cannot plan."""
+    subject = subject_of(request)
+    plans = {}
+    for system in systems:
+        with systems.open(system.name) as connector:
+            plans[system.name] = connector.plan(subject)
+    return plans
+
+
+def approve_request(
+    session: Session,
+    request: DataSubjectRequest,
+    staff: StaffUser,
+    systems: Systems,
+    plans: dict[str, Plan],
+) -> None:
+    """Approve erasure along ``plans``; it starts when the cooling-off period ends."""
+    if not len(systems):
+        raise DomainError("no systems are configured: there is nothing to erase from")
+    if set(plans) != {system.name for system in systems}:
+        raise DomainError("the plan does not cover every configured system")
+    for system in systems:
+        plan = plans[system.name]
+        cls = systems.classes[system.connector]
+        session.add(
+            SystemRun(
+                request=request,
+                system=system.name,
+                label=system.label,
+                connector=system.connector,
+                connector_version=cls.version,
+                plan=plan.to_dict(),
+                rows_before=plan.total_rows,
+                status=RunStatus.PLANNED,
+            )
+        )
+    now = utcnow()
+    request.approved_at, request.approved_by = now, staff
+    request.cooling_off_until = now + timedelta(minutes=current_app.config["COOLING_OFF_MINUTES"])
+    transition(
+        session,
+        request,
+        Status.APPROVED,
+        actor=f"staff:{staff.email}",
+        plan=plan_digest(plans),
+        cooling_off_until=request.cooling_off_until.isoformat(),
+    )
+
+
+def start_erasure(session: Session, request: DataSubjectRequest) -> list[SystemRun]:
+    """Move an approved request whose cooling-off has ended to running; return its runs."""
+    transition(session, request, Status.RUNNING, actor="scheduler")
+    return list(request.runs)
+
+
+def due_for_start(session: Session) -> list[DataSubjectRequest]:
+    """Return approved requests whose cooling-off period is over."""
+    return list(
+        session.scalars(
+            sa.select(DataSubjectRequest)
+            .where(
+                DataSubjectRequest.status == Status.APPROVED,
+                DataSubjectRequest.cooling_off_until <= utcnow(),
+            )
+            .order_by(DataSubjectRequest.due_on)
+        )
+    )

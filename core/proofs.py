@@ -1,0 +1,169 @@
+"""Render and verify signed PDF proofs of deletion, from plain data, with no personal data.
+
+The content is a plain dict (built by ``core.proof_issue``) of this shape::
+
+    format, controller, reference, subject_hash (keyed hash, never the email),
+    request_type, jurisdiction, legal_basis, received_on, due_on, extended_due_on,
+    completed_at, on_time, approved_by,
+    systems: [{system, label, connector, connector_version, outcome,
+               steps: [{table, action, rows, columns, ground, note, via}],
+               rows_affected: {table: n}, verification: {clean, remaining}, message}],
+    partial, audit_checkpoint: {position, hash}, issued_at
+
+The PDF carries two attachments: ``proof.json`` (the canonical JSON of the content) and
+``proof.sig.json`` (key id, algorithm and the Ed25519 signature of those exact bytes).
+The page prints the reference and the content's fingerprint, so a page swapped under an
+authentic attachment is caught too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pypdf import PdfReader
+from pypdf.errors import PyPdfError
+from weasyprint import HTML, Attachment
+from weasyprint.urls import FatalURLFetchingError, URLFetcher
+
+from core.signing import SigningKey, verify_signature
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+CONTENT_NAME, SIGNATURE_NAME = "proof.json", "proof.sig.json"
+
+# fontTools and WeasyPrint report every subset font at INFO/WARNING: noise, not news.
+for _noisy in ("fontTools", "weasyprint"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+
+
+class RefusingFetcher(URLFetcher):
+    """A URL fetcher that fetches nothing: a proof is rendered from its template alone."""
+
+    def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> Any:
+        """Refuse every URL (``file:``, remote or other)."""
+        raise FatalURLFetchingError(f"proof rendering refuses to fetch {url[:60]!r}")
+
+
+def canonical_json(content: Mapping[str, Any]) -> bytes:
+    """Return the content as deterministic UTF-8 JSON; refuse anything that is not JSON."""
+    return json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def fingerprint(canonical: bytes) -> str:
+    """Return the short fingerprint printed on the page: 16 hex digits in groups of four."""
+    digest = hashlib.sha256(canonical).hexdigest()[:16]
+    return " ".join(digest[i : i + 4] for i in range(0, 16, 4))
+
+
+def _environment() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+
+
+def render_proof_pdf(
+    content: Mapping[str, Any], key: SigningKey, *, verify_url: str | None = None
+) -> bytes:
+    """Return the signed PDF of ``content``."""
+    canonical = canonical_json(content)
+    signature = key.sign(canonical)
+    signature_doc = json.dumps(
+        {
+            "key_id": key.key_id,
+            "algorithm": "Ed25519",
+            "signature": base64.b64encode(signature).decode("ascii"),
+        }
+    )
+    html = (
+        _environment()
+        .get_template("pdf/proof.html")
+        .render(
+            proof=json.loads(canonical),
+            key_id=key.key_id,
+            signature=base64.b64encode(signature).decode("ascii"),
+            fingerprint=fingerprint(canonical),
+            verify_url=verify_url,
+            css=(TEMPLATES / "pdf" / "proof.css").read_text(encoding="utf-8"),
+        )
+    )
+    fetcher = RefusingFetcher()
+    attachments = [
+        Attachment(
+            string=canonical,
+            name=CONTENT_NAME,
+            url_fetcher=fetcher,
+            description="Signed content of this proof (canonical JSON)",
+        ),
+        Attachment(
+            string=signature_doc.encode("ascii"),
+            name=SIGNATURE_NAME,
+            url_fetcher=fetcher,
+            description="Ed25519 signature of proof.json",
+        ),
+    ]
+    return HTML(string=html, url_fetcher=fetcher, base_url="about:blank").write_pdf(
+        attachments=attachments
+    )
+
+
+@dataclass
+class ProofCheck:
+    """Whether a proof is authentic, and every reason found for the verdict."""
+
+    authentic: bool
+    reasons: list[str] = field(default_factory=list)
+    content: dict[str, Any] | None = None
+    key_id: str | None = None
+    fingerprint: str | None = None
+
+
+def _attachments(pdf: bytes) -> tuple[dict[str, bytes], str]:
+    reader = PdfReader(io.BytesIO(pdf), strict=False)
+    found = {name: data[0] for name, data in reader.attachments.items() if data}
+    text = "\n".join(page.extract_text() or "" for page in reader.pages)
+    return found, text
+
+
+def verify_proof_pdf(pdf: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]) -> ProofCheck:
+    """Check a proof's signature, its signing key and that its page matches the signed data."""
+    if not pdf.startswith(b"%PDF-"):
+        return ProofCheck(False, ["not a PDF"])
+    try:
+        found, text = _attachments(pdf)
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
+        return ProofCheck(False, [f"the PDF cannot be read: {exc}"])
+    if CONTENT_NAME not in found or SIGNATURE_NAME not in found:
+        return ProofCheck(False, [f"no embedded {CONTENT_NAME} and {SIGNATURE_NAME}"])
+    canonical = found[CONTENT_NAME]
+    check = ProofCheck(False, fingerprint=fingerprint(canonical))
+    try:
+        signature_doc = json.loads(found[SIGNATURE_NAME])
+        check.key_id = str(signature_doc["key_id"])
+        signature = base64.b64decode(signature_doc["signature"], validate=True)
+        check.content = json.loads(canonical)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        check.reasons.append("the embedded signature or content is malformed")
+        return check
+    key = trusted_keys.get(check.key_id)
+    if key is None:
+        check.reasons.append(f"unknown signing key {check.key_id}")
+        return check
+    if not verify_signature(key, signature, canonical):
+        check.reasons.append("signature does not match the embedded content")
+        return check
+    flat = " ".join(text.split())
+    if str(check.content.get("reference")) not in flat or check.fingerprint not in flat:
+        check.reasons.append("the printed page does not match the signed content")
+        return check
+    check.authentic = True
+    return check

@@ -1,0 +1,124 @@
+"""The connected systems: ``systems.toml`` read and checked, connectors found by entry point.
+
+Installed is not enabled: only the connectors that ``systems.toml`` names are loaded, and
+one that fails to load stops the app with a message naming the file, system and key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from connectors.base import ConfigError, Connector
+
+ENTRY_POINT_GROUP = "lethe.connectors"
+#: Keys of a system's table that Lethe itself reads; the rest belong to the connector.
+COMMON_KEYS = ("connector", "label")
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """One system declared in ``systems.toml``."""
+
+    name: str
+    connector: str
+    label: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Systems:
+    """The enabled systems of one app, with the connector classes they name."""
+
+    file: Path | None
+    configs: dict[str, SystemConfig]
+    classes: dict[str, type[Connector]]
+
+    def __iter__(self) -> Iterator[SystemConfig]:
+        return iter(self.configs.values())
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def build(self, name: str) -> Connector:
+        """Return a new connector instance for the system ``name``."""
+        config = self.configs[name]
+        return self.classes[config.connector](config.name, config.settings)
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[Connector]:
+        """Yield a connector for ``name`` and close it afterwards."""
+        connector = self.build(name)
+        try:
+            yield connector
+        finally:
+            connector.close()
+
+
+def _load_class(system: str, connector: str, file: str) -> type[Connector]:
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if connector not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise ConfigError(
+            system,
+            "connector",
+            f"no installed connector is called {connector!r} (installed: {known})",
+            file,
+        )
+    try:
+        cls = found[connector].load()
+    except Exception as exc:  # a broken plugin must stop the app, with its cause
+        raise ConfigError(
+            system, "connector", f"connector {connector!r} failed to load: {exc}", file
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Connector)) or cls.name != connector:
+        raise ConfigError(
+            system,
+            "connector",
+            f"entry point {connector!r} is not a Connector whose name is {connector!r}",
+            file,
+        )
+    return cls
+
+
+def load_systems(path: Path) -> Systems:
+    """Read ``path`` and return the enabled systems; raise ConfigError naming what is wrong."""
+    if not path.exists():
+        return Systems(None, {}, {})
+    file = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("*", "*", f"not valid TOML: {exc}", file) from None
+    unknown = set(data) - {"systems"}
+    if unknown:
+        raise ConfigError(
+            "*", sorted(unknown)[0], "unknown top-level key; use [systems.NAME]", file
+        )
+    configs: dict[str, SystemConfig] = {}
+    classes: dict[str, type[Connector]] = {}
+    for name, table in data.get("systems", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(name, name, "must be a table: [systems.NAME]", file)
+        connector = table.get("connector")
+        if not isinstance(connector, str) or not connector:
+            raise ConfigError(name, "connector", "missing; name an installed connector", file)
+        label = table.get("label", name)
+        if not isinstance(label, str):
+            raise ConfigError(name, "label", "must be text", file)
+        if connector not in classes:
+            classes[connector] = _load_class(name, connector, file)
+        settings = {k: v for k, v in table.items() if k not in COMMON_KEYS}
+        config = SystemConfig(name, connector, label, settings)
+        try:
+            # Constructing validates the settings; the instance holds no connection yet.
+            classes[connector](name, settings).close()
+        except ConfigError as exc:
+            raise ConfigError(exc.system, exc.key, exc.problem, file) from None
+        configs[name] = config
+    return Systems(path, configs, classes)

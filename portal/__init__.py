@@ -1,0 +1,7 @@
+"""The customer portal: ask, prove the address, follow the request."""
+
+from flask import Blueprint
+
+bp = Blueprint("portal", __name__)
+
+from portal import views  # noqa: E402,F401  (registers the routes on bp)

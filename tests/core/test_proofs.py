@@ -1,0 +1,186 @@
+"""Signed proofs of deletion: authentic ones verify, every kind of tampering is caught."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+from weasyprint import HTML
+from weasyprint.urls import FatalURLFetchingError
+
+from core.proofs import (
+    CONTENT_NAME,
+    SIGNATURE_NAME,
+    RefusingFetcher,
+    canonical_json,
+    render_proof_pdf,
+    verify_proof_pdf,
+)
+from core.signing import SigningKeyError, load_or_create_signing_key, load_signing_key
+
+
+def sample_content(partial: bool = False) -> dict:
+    return {
+        "format": "lethe-proof/1",
+        "controller": "Example Ltd",
+        "reference": "DSR-7K3F9Q2M",
+        "subject_hash": "ab" * 32,
+        "request_type": "erasure",
+        "jurisdiction": "gdpr-eu",
+        "legal_basis": "GDPR Art. 17",
+        "received_on": "2026-03-05",
+        "due_on": "2026-04-07",
+        "extended_due_on": None,
+        "completed_at": "2026-03-09T10:11:12+00:00",
+        "on_time": True,
+        "approved_by": "dpo@example.com",
+        "systems": [
+            {
+                "system": "crm",
+                "label": "Customer accounts",
+                "connector": "sql",
+                "connector_version": "1",
+                "outcome": "failed" if partial else "completed",
+                "steps": [
+                    {
+                        "table": "support_tickets",
+                        "action": "delete",
+                        "rows": 3,
+                        "columns": {},
+                        "ground": None,
+                        "note": "",
+                        "via": "",
+                    },
+                    {
+                        "table": "customers",
+                        "action": "anonymise",
+                        "rows": 1,
+                        "columns": {"email": "placeholder"},
+                        "ground": "art17-3-b",
+                        "note": "",
+                        "via": "",
+                    },
+                ],
+                "rows_affected": {"support_tickets": 3, "customers": 1},
+                "verification": {
+                    "clean": True,
+                    "remaining": {"support_tickets": 0, "customers": 0},
+                },
+                "message": "",
+            }
+        ],
+        "partial": partial,
+        "audit_checkpoint": {"position": 42, "hash": "cd" * 32},
+        "issued_at": "2026-03-09T10:11:13+00:00",
+    }
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory):
+    return load_or_create_signing_key(tmp_path_factory.mktemp("keys") / "signing.pem")
+
+
+@pytest.fixture(scope="module")
+def pdf(key) -> bytes:
+    return render_proof_pdf(sample_content(), key)
+
+
+def page_text(pdf: bytes) -> str:
+    return " ".join(" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def rebuild(pdf: bytes, replace: dict[str, bytes]) -> bytes:
+    """Return ``pdf`` with the named attachments replaced, as a forger would."""
+    reader = PdfReader(io.BytesIO(pdf))
+    attachments = {name: data[0] for name, data in reader.attachments.items()}
+    attachments.update(replace)
+    writer = PdfWriter()
+    for page in reader.pages:
+        writer.add_page(page)
+    for name, data in attachments.items():
+        writer.add_attachment(name, data)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_an_issued_proof_verifies_and_carries_its_content(key, pdf):
+    check = verify_proof_pdf(pdf, {key.key_id: key.public_key})
+    assert check.authentic, check.reasons
+    assert check.content == sample_content()
+    assert check.key_id == key.key_id
+    text = page_text(pdf)
+    assert "DSR-7K3F9Q2M" in text and check.fingerprint in text and "on time" in text
+    assert "PARTIAL" not in text
+
+
+def test_a_partial_outcome_is_stated_on_the_first_page(key):
+    pdf = render_proof_pdf(sample_content(partial=True), key)
+    first_page = PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    assert "PARTIAL" in first_page
+
+
+def test_edited_content_is_detected(key, pdf):
+    content = sample_content()
+    content["systems"][0]["rows_affected"]["support_tickets"] = 30
+    forged = rebuild(pdf, {CONTENT_NAME: canonical_json(content)})
+    check = verify_proof_pdf(forged, {key.key_id: key.public_key})
+    assert not check.authentic
+    assert check.reasons == ["signature does not match the embedded content"]
+
+
+def test_a_proof_resigned_with_another_key_is_detected(tmp_path, key):
+    other = load_or_create_signing_key(tmp_path / "other.pem")
+    forged = render_proof_pdf(sample_content(), other)
+    check = verify_proof_pdf(forged, {key.key_id: key.public_key})
+    assert not check.authentic and check.reasons == [f"unknown signing key {other.key_id}"]
+    # Claiming the real key's id does not help the forger.
+    sig = json.loads(PdfReader(io.BytesIO(forged)).attachments[SIGNATURE_NAME][0])
+    sig["key_id"] = key.key_id
+    relabelled = rebuild(forged, {SIGNATURE_NAME: json.dumps(sig).encode()})
+    assert verify_proof_pdf(relabelled, {key.key_id: key.public_key}).reasons == [
+        "signature does not match the embedded content"
+    ]
+
+
+def test_a_page_swapped_under_authentic_attachments_is_detected(key, pdf):
+    content = sample_content()
+    content["reference"] = "DSR-00000000"
+    other_page = render_proof_pdf(content, key)
+    reader = PdfReader(io.BytesIO(pdf))
+    swapped = rebuild(other_page, {name: data[0] for name, data in reader.attachments.items()})
+    check = verify_proof_pdf(swapped, {key.key_id: key.public_key})
+    assert not check.authentic
+    assert check.reasons == ["the printed page does not match the signed content"]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"hello", b"%PDF-1.7\n garbage", os.urandom(300)])
+def test_garbage_is_not_authentic_and_does_not_crash(key, garbage):
+    check = verify_proof_pdf(garbage, {key.key_id: key.public_key})
+    assert not check.authentic and check.reasons
+
+
+def test_the_renderer_fetches_no_file_and_no_remote_url():
+    fetcher = RefusingFetcher()
+    for url in ("file:///etc/passwd", "https://example.com/logo.png", "http://127.0.0.1/"):
+        with pytest.raises(FatalURLFetchingError, match="refuses to fetch"):
+            fetcher.fetch(url)
+    # A template that tried to pull a local file into a proof stops the rendering.
+    with pytest.raises(FatalURLFetchingError):
+        HTML(string='<img src="file:///etc/passwd">', url_fetcher=fetcher).write_pdf()
+
+
+def test_key_file_is_private_stable_and_a_broken_one_is_named(tmp_path):
+    path = tmp_path / "k.pem"
+    first = load_or_create_signing_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_signing_key(path).key_id == first.key_id
+    path.write_text("not a key")
+    with pytest.raises(SigningKeyError, match=str(path)):
+        load_signing_key(path)
+    with pytest.raises(SigningKeyError, match="does not exist"):
+        load_signing_key(Path(tmp_path / "absent.pem"))

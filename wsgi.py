@@ -1,0 +1,6 @@
+"""WSGI entry point: ``gunicorn wsgi:app``."""
+
+from core import create_app
+
+app = create_app()
+celery = app.extensions["celery"]
