@@ -214,7 +214,7 @@ class SqlConnector(Connector):
         for name in self.config.subject_columns:
             column = table.c[name]
             if self.config.match == "case-insensitive":
-                clauses.append(sa.func.lower(column) == subject.email.casefold())
+                clauses.append(sa.func.lower(column) == subject.email.lower())
             else:
                 clauses.append(column == subject.email)
         return sa.or_(*clauses)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from flask_babel import get_locale
 
 from core.config import load_config
 from core.extensions import babel, csrf, db, login_manager, migrate
+from core.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "ru", "zh")
@@ -36,9 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.instance_path = str(app.config["INSTANCE"])
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))

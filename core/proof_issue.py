@@ -65,7 +65,7 @@ def proof_content(session: Session, request: DataSubjectRequest) -> dict[str, An
         "received_on": received_on(request).date().isoformat(),
         "due_on": request.due_on.isoformat(),
         "extended_due_on": request.extended_due_on and request.extended_due_on.isoformat(),
-        "completed_at": completed_at.isoformat(),
+        "completed_at": completed_at.isoformat(timespec="seconds"),
         "on_time": completed_on <= request.effective_due_on,
         "approved_by": request.approved_by.email if request.approved_by else None,
         "systems": systems,

@@ -23,7 +23,6 @@ import binascii
 import hashlib
 import io
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +39,6 @@ from core.signing import SigningKey, verify_signature
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 CONTENT_NAME, SIGNATURE_NAME = "proof.json", "proof.sig.json"
-
-# fontTools and WeasyPrint report every subset font at INFO/WARNING: noise, not news.
-for _noisy in ("fontTools", "weasyprint"):
-    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 
 class RefusingFetcher(URLFetcher):

@@ -122,3 +122,32 @@ def test_approval_is_refused_when_the_data_changed_since_the_review(app, client,
     assert "Review the new plan" in response.text
     with app.app_context():
         assert db.session.scalars(sa.select(DataSubjectRequest.status)).one() == Status.VERIFIED
+
+
+def test_only_a_dpo_may_approve(app, client):
+    from core.models import Role, StaffUser
+    from core.security import hash_password
+
+    submit(client, "alice@example.com")
+    verify_latest(app, client)
+    with app.app_context():
+        db.session.add(
+            StaffUser(
+                email="auditor@example.com",
+                role=Role.AUDITOR,
+                password_hash=hash_password("auditor password"),
+            )
+        )
+        db.session.commit()
+        reference = db.session.scalars(sa.select(DataSubjectRequest.reference)).one()
+    login(client, "auditor@example.com", "auditor password")
+    page = client.get(f"/admin/requests/{reference}")
+    assert page.status_code == 200 and "Approve erasure" not in page.text
+    digest = re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]+)"', page.text)
+    response = client.post(
+        f"/admin/requests/{reference}/approve",
+        data={"csrf_token": csrf_token(page.text), "plan_digest": digest[1] if digest else "x"},
+    )
+    assert response.status_code == 403
+    with app.app_context():
+        assert db.session.scalars(sa.select(DataSubjectRequest.status)).one() == Status.VERIFIED
