@@ -12,6 +12,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 #: Secrets generated once per development instance and kept in ``instance/secrets.json``.
 DEV_SECRETS = ("SECRET_KEY", "DATA_KEY", "HASH_KEY")
@@ -101,6 +102,12 @@ def load_config(instance: Path) -> dict[str, Any]:
     else:
         generated = load_dev_secrets(instance)
         config.update({name: value or generated[name] for name, value in env_secrets.items()})
+    try:
+        ZoneInfo(config["TIMEZONE"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"LETHE_TIMEZONE {config['TIMEZONE']!r} is not a time zone name such as Europe/Berlin"
+        ) from None
     for name in ("DATA_KEY", "HASH_KEY"):
         try:
             if len(bytes.fromhex(config[name])) != 32:

@@ -35,3 +35,9 @@ def test_a_bad_number_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("LETHE_SMTP_PORT", "twenty-five")
     with pytest.raises(ConfigurationError, match="LETHE_SMTP_PORT"):
         load_config(tmp_path)
+
+
+def test_an_unknown_time_zone_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("LETHE_TIMEZONE", "Mars/Olympus_Mons")
+    with pytest.raises(ConfigurationError, match="LETHE_TIMEZONE"):
+        load_config(tmp_path)
