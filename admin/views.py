@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -17,6 +19,7 @@ from core.extensions import db
 from core.jobs import start_due_erasures
 from core.lifecycle import CLOSED
 from core.models import DataSubjectRequest, Proof, Role, StaffUser, Status, utcnow
+from core.notify import notify_subject
 from core.operations import (
     DomainError,
     approve_request,
@@ -26,6 +29,7 @@ from core.operations import (
 )
 from core.security import check_password, roles_required
 
+log = logging.getLogger(__name__)
 STAFF = (Role.DPO, Role.OPERATOR, Role.AUDITOR)
 
 
@@ -111,6 +115,10 @@ def approve(reference: str):
         flash(f"Not approved: {exc}")
         return redirect(url_for("admin.request_page", reference=reference))
     db.session.commit()
+    try:
+        notify_subject(dsr, "approved")
+    except (OSError, smtplib.SMTPException):
+        log.exception("the approval email could not be sent")
     if dsr.cooling_off_until <= utcnow():
         start_due_erasures.delay()  # no cooling-off: start now rather than at the next tick
     flash(f"Approved. Erasure starts at {dsr.cooling_off_until:%Y-%m-%d %H:%M} UTC.")

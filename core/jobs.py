@@ -14,8 +14,9 @@ from flask import Flask, current_app
 from core.execution import FINISHED, close_if_finished, execute_run, lock_request, mark_running
 from core.extensions import db
 from core.models import DataSubjectRequest, Status, SystemRun
-from core.operations import due_for_start, start_erasure
-from core.proof_issue import issue_proof_for, notify_completion
+from core.notify import notify_subject, send_verification
+from core.operations import due_for_reminder, due_for_start, expire_unverified, start_erasure
+from core.proof_issue import issue_proof_for
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def init_celery(app: Flask) -> Celery:
         task_always_eager=app.config["RUN_JOBS_INLINE"],
         beat_schedule={
             "start-due-erasures": {"task": "core.jobs.start_due_erasures", "schedule": 15.0},
+            "remind-and-expire": {"task": "core.jobs.remind_and_expire", "schedule": 600.0},
         },
         beat_schedule_filename=str(app.config["INSTANCE"] / "celerybeat-schedule"),
         include=["core.jobs"],
@@ -93,4 +95,17 @@ def issue_proof(request_id: int) -> None:
         return
     issue_proof_for(db.session, request)
     db.session.commit()
-    notify_completion(request)
+    notify_subject(request, "completed")
+
+
+@shared_task(name="core.jobs.remind_and_expire")
+def remind_and_expire() -> tuple[int, int]:
+    """Remind people who have not confirmed after a day; expire links never used."""
+    expired = expire_unverified(db.session)
+    db.session.commit()
+    reminded = 0
+    for request in due_for_reminder(db.session):
+        send_verification(request, reminder=True)
+        db.session.commit()  # one by one: a mail failure must not resend the others
+        reminded += 1
+    return reminded, len(expired)

@@ -10,21 +10,35 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from flask import current_app, render_template
-from flask_babel import force_locale
+from flask_babel import force_locale, get_locale
 
 log = logging.getLogger(__name__)
 
 
 def build_message(to: str, template: str, **context: object) -> EmailMessage:
-    """Return a multipart text+HTML message rendered from ``templates/email/<template>``."""
+    """Return a multipart text+HTML message from ``templates/email/<template>.txt``.
+
+    The text is the single source: the HTML part shows its paragraphs, and a paragraph
+    that is a bare link becomes a button labelled from ``link_labels``.
+    """
+    subject = render_template(f"email/{template}.subject.txt", **context).strip()
+    text = render_template(f"email/{template}.txt", **context)
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+    html = render_template(
+        "email/_layout.html",
+        subject=subject,
+        paragraphs=paragraphs,
+        language=str(get_locale() or "en"),
+        link_labels=context.get("link_labels", {}),
+    )
     message = EmailMessage()
     message["From"] = current_app.config["MAIL_FROM"]
     message["To"] = to
-    message["Subject"] = render_template(f"email/{template}.subject.txt", **context).strip()
+    message["Subject"] = subject
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain="lethe.local")
-    message.set_content(render_template(f"email/{template}.txt", **context))
-    message.add_alternative(render_template(f"email/{template}.html", **context), subtype="html")
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
     return message
 
 

@@ -121,6 +121,8 @@ class DataSubjectRequest(db.Model):
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Single-use nonce of the outstanding email-verification link (None once used).
     verify_nonce: Mapped[str | None] = mapped_column(sa.String(32))
+    verify_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     approved_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
     cooling_off_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import unicodedata
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,7 +17,7 @@ from connectors.base import Plan, Subject
 from core import deadlines
 from core.audit import record_event
 from core.crypto import decrypt, encrypt, keyed_hash, normalise_email
-from core.lifecycle import transition
+from core.lifecycle import CLOSED, transition
 from core.models import (
     DataSubjectRequest,
     RequestType,
@@ -76,10 +77,28 @@ def received_on(request: DataSubjectRequest) -> datetime:
     return request.received_at.astimezone(ZoneInfo(current_app.config["TIMEZONE"]))
 
 
+def find_open_request(
+    session: Session, identity: SubjectIdentity, request_type: RequestType
+) -> DataSubjectRequest | None:
+    """Return the person's open request of this type, if they have one."""
+    return session.scalars(
+        sa.select(DataSubjectRequest)
+        .where(
+            DataSubjectRequest.identity_id == identity.id,
+            DataSubjectRequest.request_type == request_type,
+            DataSubjectRequest.status.not_in(CLOSED),
+        )
+        .order_by(DataSubjectRequest.received_at)
+    ).first()
+
+
 def submit_request(
     session: Session, email: str, request_type: RequestType, language: str = "en"
-) -> DataSubjectRequest:
-    """Record a new request; its legal clock starts now, before anyone reads it."""
+) -> tuple[DataSubjectRequest, bool]:
+    """Record a request, or join the person's open one; return it and whether it is new.
+
+    The legal clock of a new request starts now, before anyone reads it.
+    """
     config = current_app.config
     email_hash = hash_email(email)
     identity = session.scalars(
@@ -88,10 +107,13 @@ def submit_request(
     if identity is None:
         identity = SubjectIdentity(email_hash=email_hash)
         session.add(identity)
+    elif (existing := find_open_request(session, identity, request_type)) is not None:
+        record_event(session, "subject", "request.joined", existing.reference)
+        return existing, False
     if identity.email_sealed is None:
-        identity.email_sealed = encrypt(
-            _key("DATA_KEY"), normalise_email(email), email_hash.encode()
-        )
+        # Kept as typed (a mailbox may care about case); the lookup hash is normalised.
+        typed = unicodedata.normalize("NFC", email).strip()
+        identity.email_sealed = encrypt(_key("DATA_KEY"), typed, email_hash.encode())
     now = utcnow()
     request = DataSubjectRequest(
         reference=new_reference(),
@@ -123,7 +145,7 @@ def submit_request(
         jurisdiction=request.jurisdiction,
         due_on=request.due_on.isoformat(),
     )
-    return request
+    return request, True
 
 
 def verify_email(session: Session, request: DataSubjectRequest) -> None:
@@ -131,6 +153,56 @@ def verify_email(session: Session, request: DataSubjectRequest) -> None:
     request.verify_nonce = None
     request.verified_at = utcnow()
     transition(session, request, Status.VERIFIED, actor="subject")
+
+
+def can_cancel(request: DataSubjectRequest) -> bool:
+    """Return whether the subject may still stop the request: not once erasure may start."""
+    if request.status in (Status.SUBMITTED, Status.VERIFIED):
+        return True
+    return (
+        request.status == Status.APPROVED
+        and request.cooling_off_until is not None
+        and utcnow() < request.cooling_off_until
+    )
+
+
+def cancel_request(session: Session, request: DataSubjectRequest, actor: str = "subject") -> None:
+    """Stop the request for good; refused once the cooling-off period is over."""
+    if not can_cancel(request):
+        raise DomainError(f"request {request.reference} can no longer be cancelled")
+    request.verify_nonce = None
+    transition(session, request, Status.CANCELLED, actor=actor)
+
+
+def expire_unverified(session: Session) -> list[DataSubjectRequest]:
+    """Expire requests whose address was not confirmed while the link was valid."""
+    limit = utcnow() - timedelta(days=current_app.config["VERIFY_LINK_DAYS"])
+    stale = list(
+        session.scalars(
+            sa.select(DataSubjectRequest).where(
+                DataSubjectRequest.status == Status.SUBMITTED,
+                DataSubjectRequest.received_at < limit,
+            )
+        )
+    )
+    for request in stale:
+        request.verify_nonce = None
+        transition(session, request, Status.EXPIRED, actor="scheduler")
+    return stale
+
+
+def due_for_reminder(session: Session) -> list[DataSubjectRequest]:
+    """Return unconfirmed requests whose link went out a day ago without a reminder yet."""
+    limit = utcnow() - timedelta(hours=24)
+    return list(
+        session.scalars(
+            sa.select(DataSubjectRequest).where(
+                DataSubjectRequest.status == Status.SUBMITTED,
+                DataSubjectRequest.verify_sent_at < limit,
+                DataSubjectRequest.reminder_sent_at.is_(None),
+            )
+        )
+    )
 
 
 def plan_digest(plans: dict[str, Plan]) -> str:

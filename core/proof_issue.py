@@ -15,10 +15,9 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from core.audit import chain_head, record_event
-from core.links import external_url, status_link
-from core.mail import send_mail
+from core.links import external_url
 from core.models import DataSubjectRequest, Proof, RunStatus, utcnow
-from core.operations import received_on, subject_email
+from core.operations import received_on
 from core.proofs import ProofCheck, canonical_json, render_proof_pdf, verify_proof_pdf
 
 LEGAL_BASIS = {
@@ -99,17 +98,6 @@ def issue_proof_for(session: Session, request: DataSubjectRequest) -> Proof:
         pdf_sha256=proof.pdf_sha256,
     )
     return proof
-
-
-def notify_completion(request: DataSubjectRequest) -> None:
-    """Tell the subject their request has been carried out."""
-    send_mail(
-        subject_email(request),
-        "completed",
-        request.language,
-        dsr=request,
-        link=status_link(request),
-    )
 
 
 def check_proof(session: Session, pdf: bytes) -> ProofCheck:

@@ -2,7 +2,7 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, RadioField
+from wtforms import EmailField, HiddenField, RadioField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
@@ -22,6 +22,8 @@ class RequestForm(FlaskForm):
         default=RequestType.ERASURE.value,
         validators=[DataRequired()],
     )
+    #: Set by the page that explains what erasure means, once the person confirmed it.
+    confirmed = HiddenField()
 
 
 class ConfirmForm(FlaskForm):

@@ -2,63 +2,56 @@
 
 from __future__ import annotations
 
-from flask import current_app, redirect, render_template, url_for
+import logging
+import smtplib
+
+from flask import current_app, flash, redirect, render_template, url_for
 from flask_babel import get_locale
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext as _
 
 from core.extensions import db
-from core.links import STATUS_LINK_DAYS, status_token, verify_link
-from core.mail import send_mail
-from core.models import DataSubjectRequest, RequestType, RunStatus, Status
-from core.operations import find_request, submit_request, verify_email
+from core.links import STATUS_LINK_DAYS, status_token
+from core.models import DataSubjectRequest, RequestType, Status
+from core.notify import notify_subject, send_verification
+from core.operations import (
+    DomainError,
+    can_cancel,
+    cancel_request,
+    find_request,
+    submit_request,
+    verify_email,
+)
 from core.tokens import TokenError, nonce_matches, read_token
 from portal import bp
 from portal.forms import ConfirmForm, RequestForm
+from portal.wording import RUN_WORDS, STATE_WORDS
 
-#: Each state as the person reads it.
-STATE_WORDS = {
-    Status.SUBMITTED: _l("Waiting for you to confirm your email address"),
-    Status.VERIFIED: _l("Received — our privacy team is reviewing it"),
-    Status.APPROVED: _l("Approved — erasure starts when the cooling-off period ends"),
-    Status.RUNNING: _l("In progress — your data is being erased"),
-    Status.COMPLETED: _l("Done — your data has been erased"),
-    Status.PARTIALLY_COMPLETED: _l("Partly done — some systems still need attention"),
-    Status.FAILED: _l("Delayed — we hit a problem and are working on it"),
-    Status.EXPIRED: _l("Expired — the email address was never confirmed"),
-    Status.DENIED: _l("Refused — see the email we sent you for the reasons"),
-    Status.CANCELLED: _l("Cancelled"),
-}
-
-#: Each system's progress as the person reads it.
-RUN_WORDS = {
-    RunStatus.PLANNED: _l("Waiting to start"),
-    RunStatus.RUNNING: _l("In progress"),
-    RunStatus.COMPLETED: _l("Erased"),
-    RunStatus.NOT_FOUND: _l("Nothing held about you"),
-    RunStatus.RETAINED: _l("Kept where the law requires it"),
-    RunStatus.ACTION_REQUIRED: _l("Waiting for a person to act"),
-    RunStatus.FAILED: _l("Delayed — we are on it"),
-}
+log = logging.getLogger(__name__)
+MAIL_ERRORS = (OSError, smtplib.SMTPException)
 
 
 @bp.route("/", methods=["GET", "POST"])
 def index():
-    """Show the request form; on a valid submission record it and send the proof link."""
+    """Ask what the person wants; erasure is confirmed on a page that says what it means."""
     form = RequestForm()
-    if form.validate_on_submit():
-        request = submit_request(
-            db.session, form.email.data, RequestType(form.request_type.data), str(get_locale())
-        )
+    if not form.validate_on_submit():
+        return render_template("portal/index.html", form=form)
+    request_type = RequestType(form.request_type.data)
+    if request_type == RequestType.ERASURE and form.confirmed.data != "yes":
+        return render_template("portal/confirm_erasure.html", form=form)
+    request, _created = submit_request(db.session, form.email.data, request_type, str(get_locale()))
+    db.session.commit()
+    try:
+        if request.status == Status.SUBMITTED:
+            send_verification(request)
+        else:
+            notify_subject(request, "already_open")
         db.session.commit()
-        send_mail(
-            form.email.data,
-            "verify",
-            dsr=request,
-            link=verify_link(request),
-            days=current_app.config["VERIFY_LINK_DAYS"],
-        )
-        return redirect(url_for("portal.submitted"))
-    return render_template("portal/index.html", form=form)
+    except MAIL_ERRORS:
+        log.exception("the confirmation email could not be sent")
+        db.session.rollback()
+        return render_template("portal/mail_down.html"), 503
+    return redirect(url_for("portal.submitted"))
 
 
 @bp.route("/submitted")
@@ -96,22 +89,70 @@ def verify(token: str):
     return render_template("portal/verify.html", form=form, dsr=request)
 
 
+def _status_request(token: str) -> DataSubjectRequest:
+    return _request_from_token("status", token, STATUS_LINK_DAYS)
+
+
 @bp.route("/status/<token>")
 def status(token: str):
     """Show where the request is: reference, state, dates and progress per system."""
     try:
-        request = _request_from_token("status", token, STATUS_LINK_DAYS)
+        request = _status_request(token)
     except TokenError as exc:
         return _token_problem(exc)
     return render_template(
         "portal/status.html",
         dsr=request,
+        token=token,
+        form=ConfirmForm(),
         state=STATE_WORDS[Status(request.status)],
         run_words=RUN_WORDS,
+        cancellable=can_cancel(request),
     )
 
 
+@bp.route("/status/<token>/resend", methods=["POST"])
+def resend(token: str):
+    """Send the confirmation link of this request again; never a second request."""
+    try:
+        request = _status_request(token)
+    except TokenError as exc:
+        return _token_problem(exc)
+    if ConfirmForm().validate_on_submit() and request.status == Status.SUBMITTED:
+        try:
+            send_verification(request)
+        except MAIL_ERRORS:
+            log.exception("the confirmation email could not be sent again")
+            return render_template("portal/mail_down.html"), 503
+        db.session.commit()
+        flash(_("We sent the confirmation link again. It may take a few minutes to arrive."))
+    return redirect(url_for("portal.status", token=token))
+
+
+@bp.route("/status/<token>/cancel", methods=["POST"])
+def cancel(token: str):
+    """Stop the request while nothing has been erased yet."""
+    try:
+        request = _status_request(token)
+    except TokenError as exc:
+        return _token_problem(exc)
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("portal.status", token=token))
+    try:
+        cancel_request(db.session, request)
+    except DomainError:
+        db.session.rollback()
+        flash(_("This request can no longer be cancelled: erasure has started."))
+        return redirect(url_for("portal.status", token=token))
+    db.session.commit()
+    try:
+        notify_subject(request, "cancelled")
+    except MAIL_ERRORS:
+        log.exception("the cancellation email could not be sent")
+    flash(_("Your request is cancelled. Nothing was erased."))
+    return redirect(url_for("portal.status", token=token))
+
+
 def _token_problem(error: TokenError):
-    return render_template("portal/link_problem.html", reason=error.reason), 410 if (
-        error.reason in {"expired", "used"}
-    ) else 400
+    code = 410 if error.reason in {"expired", "used"} else 400
+    return render_template("portal/link_problem.html", reason=error.reason), code

@@ -19,7 +19,13 @@ def submit(client: FlaskClient, email: str) -> None:
     """Submit the portal form for an erasure of ``email``."""
     page = client.get("/")
     response = client.post(
-        "/", data={"email": email, "request_type": "erasure", "csrf_token": csrf_token(page.text)}
+        "/",
+        data={
+            "email": email,
+            "request_type": "erasure",
+            "confirmed": "yes",
+            "csrf_token": csrf_token(page.text),
+        },
     )
     assert response.status_code == 302, response.text
     assert response.headers["Location"].endswith("/submitted")

@@ -38,12 +38,12 @@ def test_chain_detects_a_deleted_row(app):
 
 def test_every_move_is_audited_in_the_same_transaction(app):
     with app.app_context():
-        request = submit_request(db.session, "Alice@Example.com", RequestType.ERASURE)
+        request, _ = submit_request(db.session, "Alice@Example.com", RequestType.ERASURE)
         transition(db.session, request, Status.VERIFIED, actor="subject")
         db.session.rollback()
         assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) == 0
 
-        request = submit_request(db.session, "alice@example.com", RequestType.ERASURE)
+        request, _ = submit_request(db.session, "alice@example.com", RequestType.ERASURE)
         transition(db.session, request, Status.VERIFIED, actor="subject")
         db.session.commit()
         actions = db.session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.position))
@@ -52,7 +52,7 @@ def test_every_move_is_audited_in_the_same_transaction(app):
 
 def test_moves_outside_the_table_are_refused(app):
     with app.app_context():
-        request = submit_request(db.session, "bob@example.com", RequestType.ERASURE)
+        request, _ = submit_request(db.session, "bob@example.com", RequestType.ERASURE)
         refused = 0
         for start in Status:
             for target in set(Status) - TRANSITIONS[start]:

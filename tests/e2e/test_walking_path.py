@@ -87,6 +87,7 @@ def test_a_person_is_erased_end_to_end_with_a_verifiable_proof(live, crm_url, tm
         data={
             "email": "ivan.petrov@example.ru",
             "request_type": "erasure",
+            "confirmed": "yes",
             "csrf_token": form_token(form.text),
         },
     )

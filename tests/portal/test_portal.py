@@ -11,7 +11,9 @@ from tests.flows import path_of, submit, verify_latest
 
 
 def test_form_is_protected_against_cross_site_posts(client):
-    response = client.post("/", data={"email": "alice@example.com", "request_type": "erasure"})
+    response = client.post(
+        "/", data={"email": "alice@example.com", "request_type": "erasure", "confirmed": "yes"}
+    )
     assert response.status_code == 400
 
 
@@ -22,6 +24,7 @@ def test_invalid_address_is_explained_and_nothing_is_stored(app, client):
         data={
             "email": "not-an-address",
             "request_type": "erasure",
+            "confirmed": "yes",
             "csrf_token": csrf_token(page.text),
         },
     )
@@ -52,6 +55,7 @@ def test_the_answer_is_the_same_for_known_and_unknown_people(client):
         data={
             "email": "alice@example.com",
             "request_type": "erasure",
+            "confirmed": "yes",
             "csrf_token": csrf_token(page.text),
         },
         follow_redirects=True,
@@ -61,6 +65,7 @@ def test_the_answer_is_the_same_for_known_and_unknown_people(client):
         data={
             "email": "nobody@nowhere.example",
             "request_type": "erasure",
+            "confirmed": "yes",
             "csrf_token": csrf_token(page.text),
         },
         follow_redirects=True,
