@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, has_request_context, request
+from flask import Flask, has_request_context, request, session
 from flask_babel import get_locale
 
 from core.config import load_config
@@ -13,14 +13,24 @@ from core.extensions import babel, csrf, db, login_manager, migrate
 from core.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
-LANGUAGES = ("en", "ru", "zh")
+#: The portal's languages, each named in itself.
+LANGUAGES = {"en": "English", "ru": "Русский", "zh": "中文"}
 
 
 def select_locale() -> str | None:
-    """Return the best of our languages for the browser's Accept-Language."""
+    """Return the language the person chose, else the best match for their browser."""
     if not has_request_context():  # jobs and the CLI choose the language explicitly
         return None
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return chosen
     return request.accept_languages.best_match(LANGUAGES) or "en"
+
+
+def remember_language() -> None:
+    """Keep a language picked with ``?lang=`` for the rest of the visit."""
+    if request.args.get("lang") in LANGUAGES:
+        session["lang"] = request.args["lang"]
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -47,7 +57,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         default_translation_directories=str(ROOT / "translations"),
     )
     login_manager.init_app(app)
-    app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.globals.update(get_locale=get_locale, languages=list(LANGUAGES.items()))
+    app.before_request(remember_language)
 
     from core import models  # noqa: F401  (registers the tables with the metadata)
     from core.jobs import init_celery

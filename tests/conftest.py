@@ -147,3 +147,16 @@ def link_in(message: EmailMessage, path: str) -> str:
     match = re.search(rf"https?://\S+{re.escape(path)}\S+", text)
     assert match, f"no {path} link in the email"
     return match.group(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_translations() -> None:
+    """Compile the message catalogs, as `make install` does, for runs of pytest alone."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    for po in Path(__file__).resolve().parent.parent.glob("translations/*/LC_MESSAGES/*.po"):
+        mo = po.with_suffix(".mo")
+        if not mo.exists() or mo.stat().st_mtime < po.stat().st_mtime:
+            with open(po, "rb") as source, open(mo, "wb") as target:
+                write_mo(target, read_po(source))
