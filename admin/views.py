@@ -15,7 +15,7 @@ from admin import bp
 from admin.forms import ApproveForm, LoginForm
 from connectors.base import ConfigError, ConnectorError
 from core.audit import record_event
-from core.extensions import db
+from core.extensions import db, limiter
 from core.jobs import start_due_erasures
 from core.lifecycle import CLOSED
 from core.models import DataSubjectRequest, Proof, Role, StaffUser, Status, utcnow
@@ -34,6 +34,7 @@ STAFF = (Role.DPO, Role.OPERATOR, Role.AUDITOR)
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("10 per minute", methods=["POST"])
 def login():
     """Sign a member of staff in."""
     form = LoginForm()

@@ -9,7 +9,7 @@ from flask import Flask, has_request_context, request, session
 from flask_babel import get_locale
 
 from core.config import load_config
-from core.extensions import babel, csrf, db, login_manager, migrate
+from core.extensions import babel, csrf, db, limiter, login_manager, migrate
 from core.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         default_translation_directories=str(ROOT / "translations"),
     )
     login_manager.init_app(app)
+    limiter.init_app(app)
     app.jinja_env.globals.update(get_locale=get_locale, languages=list(LANGUAGES.items()))
     app.before_request(remember_language)
 

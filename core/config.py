@@ -86,6 +86,9 @@ def load_config(instance: Path) -> dict[str, Any]:
         "REMEMBER_COOKIE_SECURE": production,
         "WTF_CSRF_TIME_LIMIT": None,
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        # Rate limits are counted here; share one Redis between web servers in production.
+        "RATELIMIT_STORAGE_URI": _env("RATELIMIT_STORAGE_URL", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
     }
     env_secrets = {name: _env(name) for name in DEV_SECRETS}
     if production:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import smtplib
 
 from flask import current_app, flash, redirect, render_template, url_for
+from flask import request as flask_request
 from flask_babel import get_locale
 from flask_babel import gettext as _
 
-from core.extensions import db
+from core.extensions import db, limiter
 from core.links import STATUS_LINK_DAYS, status_token
 from core.models import DataSubjectRequest, RequestType, Status
 from core.notify import notify_subject, send_verification
@@ -18,6 +20,7 @@ from core.operations import (
     can_cancel,
     cancel_request,
     find_request,
+    hash_email,
     submit_request,
     verify_email,
 )
@@ -30,7 +33,21 @@ log = logging.getLogger(__name__)
 MAIL_ERRORS = (OSError, smtplib.SMTPException)
 
 
+def _stored(response) -> bool:
+    return response.status_code == 302  # only a request that went through counts
+
+
+def _address_key() -> str:
+    return "address:" + hash_email(flask_request.form.get("email", ""))
+
+
+def _token_key() -> str:
+    return "link:" + hashlib.sha256(flask_request.path.encode()).hexdigest()
+
+
 @bp.route("/", methods=["GET", "POST"])
+@limiter.limit("20 per hour", methods=["POST"], deduct_when=_stored)
+@limiter.limit("5 per hour", methods=["POST"], key_func=_address_key, deduct_when=_stored)
 def index():
     """Ask what the person wants; erasure is confirmed on a page that says what it means."""
     form = RequestForm()
@@ -73,6 +90,7 @@ def _request_from_token(purpose: str, token: str, max_age_days: int) -> DataSubj
 
 
 @bp.route("/verify/<token>", methods=["GET", "POST"])
+@limiter.limit("30 per hour", methods=["POST"])
 def verify(token: str):
     """Confirm the address with one deliberate click, then show the status page."""
     try:
@@ -112,6 +130,7 @@ def status(token: str):
 
 
 @bp.route("/status/<token>/resend", methods=["POST"])
+@limiter.limit("3 per hour", key_func=_token_key)
 def resend(token: str):
     """Send the confirmation link of this request again; never a second request."""
     try:
@@ -151,6 +170,12 @@ def cancel(token: str):
         log.exception("the cancellation email could not be sent")
     flash(_("Your request is cancelled. Nothing was erased."))
     return redirect(url_for("portal.status", token=token))
+
+
+@bp.app_errorhandler(429)
+def too_many(error):
+    """Ask the person to slow down, in their language, with the time to wait."""
+    return render_template("portal/rate_limited.html"), 429
 
 
 def _token_problem(error: TokenError):

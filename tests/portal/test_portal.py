@@ -105,3 +105,26 @@ def test_tampered_and_foreign_links_get_a_friendly_page(app, client):
     # A verification token is no key to the status page, and the other way round.
     token = link.rsplit("/", 1)[1]
     assert client.get(f"/status/{token}").status_code == 400
+
+
+def test_submissions_are_rate_limited_per_address_with_a_friendly_page(app, client):
+    from tests.flows import submit
+
+    for _ in range(5):
+        submit(client, "alice@example.com")
+    page = client.get("/")
+    blocked = client.post(
+        "/",
+        data={
+            "email": "Alice@Example.com",
+            "request_type": "erasure",
+            "confirmed": "yes",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert blocked.status_code == 429
+    assert "Too many attempts" in blocked.text and "Retry-After" in blocked.headers
+    # Someone else from the same place is not blocked by Alice's limit.
+    submit(client, "bob@example.com")
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(DataSubjectRequest)) == 2
