@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 MO     := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
 
-.PHONY: install run migrate demo test lint format clean messages
+.PHONY: install run migrate demo test lint format clean messages screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ run: demo
 
 test: install
 	$(BIN)/pytest
+
+# Refresh docs/screenshots/ (every portal page in every language) from the browser test.
+screenshots: install
+	LETHE_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_portal_browser.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from tests.conftest import DPO_EMAIL, DPO_PASSWORD, csrf_token, link_in, outbox_messages
 
@@ -49,3 +51,17 @@ def login(client: FlaskClient, email: str = DPO_EMAIL, password: str = DPO_PASSW
         data={"email": email, "password": password, "csrf_token": csrf_token(page.text)},
     )
     assert response.status_code == 302, response.text
+
+
+def plan_digest_in(page_text: str) -> str:
+    """Return the digest of the plan a staff request page shows."""
+    return re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]+)"', page_text)[1]
+
+
+def approve(staff: FlaskClient, reference: str) -> TestResponse:
+    """As signed-in staff, approve ``reference`` along the plan its page shows."""
+    page = staff.get(f"/admin/requests/{reference}")
+    return staff.post(
+        f"/admin/requests/{reference}/approve",
+        data={"csrf_token": csrf_token(page.text), "plan_digest": plan_digest_in(page.text)},
+    )

@@ -11,7 +11,7 @@ from core.extensions import db
 from core.jobs import start_due_erasures
 from core.models import DataSubjectRequest, Proof, RunStatus, Status
 from tests.conftest import csrf_token, outbox_messages
-from tests.flows import login, submit, verify_latest
+from tests.flows import login, plan_digest_in, submit, verify_latest
 
 
 def crm_count(crm_url: str, sql: str, **params) -> int:
@@ -111,7 +111,7 @@ def test_approval_is_refused_when_the_data_changed_since_the_review(app, client,
         reference = db.session.scalars(sa.select(DataSubjectRequest.reference)).one()
     login(client)
     page = client.get(f"/admin/requests/{reference}")
-    digest = re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]+)"', page.text)[1]
+    digest = plan_digest_in(page.text)
     engine = sa.create_engine(crm_url)
     with engine.begin() as conn:
         conn.execute(

@@ -1,6 +1,5 @@
 """What the person can do after asking: confirm erasure knowingly, resend, join, cancel."""
 
-import re
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -9,7 +8,7 @@ from core.extensions import db
 from core.jobs import remind_and_expire
 from core.models import DataSubjectRequest, Status, utcnow
 from tests.conftest import csrf_token, link_in, outbox_messages
-from tests.flows import login, path_of, submit, verify_latest
+from tests.flows import approve, login, path_of, submit, verify_latest
 
 
 def only_request(app) -> DataSubjectRequest:
@@ -95,12 +94,7 @@ def test_cancel_during_cooling_off_stops_the_erasure(app, client):
         reference = only_request(app).reference
     staff = app.test_client()
     login(staff)
-    page = staff.get(f"/admin/requests/{reference}")
-    digest = re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]+)"', page.text)[1]
-    staff.post(
-        f"/admin/requests/{reference}/approve",
-        data={"csrf_token": csrf_token(page.text), "plan_digest": digest},
-    )
+    approve(staff, reference)
     assert "approved" in outbox_messages(app)[-1]["Subject"]
     page = client.get(status)
     assert "Cancel my request" in page.text

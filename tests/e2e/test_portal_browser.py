@@ -1,0 +1,130 @@
+"""The portal in Debian's Chromium: submit, open the email link, follow, cancel — in every
+language, with an axe-core accessibility check of each page on the way.
+
+Set LETHE_SCREENSHOTS=1 (``make screenshots``) to save each page under docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from werkzeug.serving import make_server
+
+from core.extensions import db
+from core.models import DataSubjectRequest
+from tests.conftest import link_in, outbox_messages
+from tests.flows import approve, login
+from tests.services import services_required
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Launch headless Chromium, or skip (fail under LETHE_REQUIRE_SERVICES=1) without it."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        message = "Chromium is not installed (apt-get install chromium)"
+        if services_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The browser checks pages, not databases: SQLite alone keeps this test quick."""
+    return f"sqlite:///{tmp_path / 'lethe.sqlite'}"
+
+
+@pytest.fixture
+def live_url(app) -> Iterator[str]:
+    """Serve the test app over HTTP on loopback."""
+    app.config["COOLING_OFF_MINUTES"] = 60
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    app.config["BASE_URL"] = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app.config["BASE_URL"]
+    server.shutdown()
+
+
+def check_page(page, name: str, language: str, tmp_path: Path) -> None:
+    """Fail on serious or critical axe-core findings; keep a screenshot of the page."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    serious = [
+        (v["id"], v["help"], [n["target"] for n in v["nodes"]])
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not serious, f"{name} [{language}]: {serious}"
+    folder = ROOT / "docs" / "screenshots" if os.environ.get("LETHE_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"portal-{name}-{language}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+def test_a_person_asks_confirms_follows_and_cancels_in_the_browser(
+    app, live_url, browser, language, tmp_path
+):
+    context = browser.new_context(locale={"en": "en-GB", "ru": "ru-RU", "zh": "zh-CN"}[language])
+    page = context.new_page()
+    page.goto(f"{live_url}/")
+    assert page.locator("html").get_attribute("lang") == language
+    check_page(page, "1-form", language, tmp_path)
+
+    page.get_by_label(re.compile("email|почты|电子邮件", re.I)).fill("alice@example.com")
+    page.locator("form button[type=submit]").click()
+    check_page(page, "2-confirm-erasure", language, tmp_path)
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/submitted$"))
+    check_page(page, "3-check-inbox", language, tmp_path)
+
+    message = outbox_messages(app)[-1]
+    page.goto(link_in(message, "/verify/"))
+    check_page(page, "4-confirm-address", language, tmp_path)
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/status/"))
+    status_url = page.url
+    check_page(page, "5-status-received", language, tmp_path)
+
+    with app.app_context():
+        reference = db.session.scalars(sa.select(DataSubjectRequest.reference)).one()
+    staff = app.test_client()
+    login(staff)
+    approve(staff, reference)
+
+    page.goto(status_url)
+    check_page(page, "6-status-approved", language, tmp_path)
+    page.locator("button.danger").click()
+    page.wait_for_load_state()
+    check_page(page, "7-status-cancelled", language, tmp_path)
+    with app.app_context():
+        assert db.session.scalars(sa.select(DataSubjectRequest.status)).one() == "cancelled"
+
+    page.goto(link_in(message, "/verify/"))  # the used link, opened again
+    check_page(page, "8-link-used", language, tmp_path)
+    context.close()
