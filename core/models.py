@@ -38,7 +38,19 @@ class UTCDateTime(sa.TypeDecorator):
 class RequestType(enum.StrEnum):
     """What the subject asked for."""
 
+    #: Art. 17: erase my personal data.
     ERASURE = "erasure"
+    #: Art. 15: a copy of my personal data and how it is used.
+    ACCESS = "access"
+    #: Art. 20: my data in a machine-readable form, to take elsewhere.
+    PORTABILITY = "portability"
+    #: Art. 21(2)-(3): stop using my data for direct marketing.
+    OBJECTION = "objection"
+
+    @property
+    def exports(self) -> bool:
+        """Return whether the request is answered with an export package."""
+        return self in (RequestType.ACCESS, RequestType.PORTABILITY)
 
 
 class Status(enum.StrEnum):
@@ -128,6 +140,14 @@ class DataSubjectRequest(db.Model):
     cooling_off_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: What the person typed, sealed like the address: an optional customer number and
+    #: an optional reason in their own words.
+    customer_number_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    reason_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    #: Optional feedback once the request is closed: a score from 1 to 5 and a comment.
+    feedback_score: Mapped[int | None] = mapped_column()
+    feedback_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     identity: Mapped[SubjectIdentity] = relationship()
     approved_by: Mapped[StaffUser | None] = relationship()
@@ -135,6 +155,9 @@ class DataSubjectRequest(db.Model):
         back_populates="request", order_by="SystemRun.system", cascade="all, delete-orphan"
     )
     proofs: Mapped[list[Proof]] = relationship(back_populates="request", order_by="Proof.id")
+    exports: Mapped[list[ExportPackage]] = relationship(
+        back_populates="request", order_by="ExportPackage.id"
+    )
 
     @property
     def effective_due_on(self) -> date:
@@ -213,3 +236,24 @@ class Proof(db.Model):
     pdf: Mapped[bytes] = mapped_column(sa.LargeBinary)
 
     request: Mapped[DataSubjectRequest] = relationship(back_populates="proofs")
+
+
+class ExportPackage(db.Model):
+    """An export package (access, portability): an encrypted ZIP file, downloaded by link."""
+
+    __tablename__ = "export_package"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("data_subject_request.id"), index=True)
+    #: File name under the export folder; the file is encrypted, its name says nothing.
+    filename: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    size: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: Records per system and table, and the systems that could not be exported.
+    summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    downloads: Mapped[int] = mapped_column(default=0)
+    max_downloads: Mapped[int] = mapped_column()
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    request: Mapped[DataSubjectRequest] = relationship(back_populates="exports")
