@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import logging
 import smtplib
+from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, url_for
+from flask_babel import force_locale
 from flask_login import current_user, login_user, logout_user
 
 from admin import bp
-from admin.forms import ApproveForm, LoginForm
+from admin.forms import ApproveForm, DenyForm, ExtendForm, LoginForm
 from connectors.base import ConfigError, ConnectorError
 from core.audit import record_event
+from core.decisions import (
+    EXTENSION_REASONS,
+    GROUNDS,
+    Reason,
+    can_extend_request,
+    decision_note,
+    denial_details,
+    deny_request,
+    extend_request,
+    extension_details,
+    extension_due_on,
+    extension_note,
+    grounds_for,
+)
 from core.extensions import db, limiter
 from core.jobs import start_due_erasures
 from core.lifecycle import CLOSED
@@ -26,6 +42,7 @@ from core.operations import (
     find_request,
     plan_digest,
     preview_plans,
+    unseal,
 )
 from core.security import check_password, roles_required
 
@@ -67,7 +84,15 @@ def queue():
         sa.select(DataSubjectRequest).order_by(due, DataSubjectRequest.received_at).limit(500)
     ).all()
     today = datetime.now(ZoneInfo(current_app.config["TIMEZONE"])).date()
-    return render_template("admin/queue.html", requests=requests, closed=CLOSED, today=today)
+    feedback = db.session.execute(
+        sa.select(
+            sa.func.count(DataSubjectRequest.feedback_score),
+            sa.func.avg(DataSubjectRequest.feedback_score),
+        )
+    ).one()
+    return render_template(
+        "admin/queue.html", requests=requests, closed=CLOSED, today=today, feedback=feedback
+    )
 
 
 def _get_request(reference: str) -> DataSubjectRequest:
@@ -77,25 +102,83 @@ def _get_request(reference: str) -> DataSubjectRequest:
     return dsr
 
 
-@bp.route("/requests/<reference>")
-@roles_required(*STAFF)
-def request_page(reference: str):
-    """Show one request: its clock, its runs and, before approval, every system's plan."""
-    dsr = _get_request(reference)
+def _english(reasons: Iterable[Reason]) -> list[tuple[str, str]]:
+    # The staff side is not translated, whatever language the browser asks for.
+    with force_locale("en"):
+        return [(reason.code, str(reason.label)) for reason in reasons]
+
+
+def _show_request(
+    dsr: DataSubjectRequest,
+    deny_form: DenyForm | None = None,
+    extend_form: ExtendForm | None = None,
+) -> str:
+    """Render the request page; a form that was just refused keeps what the DPO typed."""
     plans, problem, form = {}, None, None
     if dsr.status == Status.VERIFIED:
         try:
             plans = preview_plans(current_app.extensions["lethe.systems"], dsr)
         except (ConfigError, ConnectorError) as exc:
             problem = str(exc)
-        form = ApproveForm(plan_digest=plan_digest(plans))
-    return render_template("admin/request.html", dsr=dsr, plans=plans, problem=problem, form=form)
+        form = ApproveForm(formdata=None, plan_digest=plan_digest(plans))
+    dpo = current_user.role in (Role.DPO, Role.ADMIN)
+    if not (dpo and dsr.status == Status.VERIFIED):
+        deny_form = None
+    elif deny_form is None:
+        deny_form = DenyForm(formdata=None, prefix="deny")
+    if deny_form:
+        deny_form.reason.choices = _english(grounds_for(dsr.request_type))
+    extendable = can_extend_request(dsr)
+    if not (dpo and extendable):
+        extend_form = None
+    elif extend_form is None:
+        extend_form = ExtendForm(formdata=None, prefix="extend")
+    if extend_form:
+        extend_form.reason.choices = _english(EXTENSION_REASONS)
+    decision = extension = None
+    if dsr.decided_at:
+        decision = {
+            "ground": dict(_english(GROUNDS)).get(dsr.decision_reason, dsr.decision_reason),
+            "note": decision_note(dsr),
+        }
+    if dsr.extended_at:
+        extension = {
+            "reason": dict(_english(EXTENSION_REASONS)).get(
+                dsr.extension_reason, dsr.extension_reason
+            ),
+            "note": extension_note(dsr),
+        }
+    told = {
+        "customer_number": unseal(dsr, dsr.customer_number_sealed),
+        "reason": unseal(dsr, dsr.reason_sealed),
+        "feedback": unseal(dsr, dsr.feedback_sealed),
+    }
+    return render_template(
+        "admin/request.html",
+        dsr=dsr,
+        told=told,
+        plans=plans,
+        problem=problem,
+        form=form,
+        deny_form=deny_form,
+        extend_form=extend_form,
+        would_be_due=extension_due_on(dsr) if extendable else None,
+        decision=decision,
+        extension=extension,
+    )
+
+
+@bp.route("/requests/<reference>")
+@roles_required(*STAFF)
+def request_page(reference: str):
+    """Show one request: its clock, its runs and, before approval, every system's plan."""
+    return _show_request(_get_request(reference))
 
 
 @bp.route("/requests/<reference>/approve", methods=["POST"])
 @roles_required(Role.DPO)
 def approve(reference: str):
-    """Approve erasure if the plan is still the one the DPO reviewed."""
+    """Approve the request if the plan is still the one the DPO reviewed."""
     dsr = _get_request(reference)
     form = ApproveForm()
     if not form.validate_on_submit() or dsr.status != Status.VERIFIED:
@@ -116,6 +199,11 @@ def approve(reference: str):
         flash(f"Not approved: {exc}")
         return redirect(url_for("admin.request_page", reference=reference))
     db.session.commit()
+    if dsr.request_type.exports:
+        # Nothing to wait for: the person's next email is the one with the download link.
+        start_due_erasures.delay()
+        flash("Approved. The copy is being gathered; the person is emailed a link when ready.")
+        return redirect(url_for("admin.request_page", reference=reference))
     try:
         notify_subject(dsr, "approved")
     except (OSError, smtplib.SMTPException):
@@ -123,6 +211,68 @@ def approve(reference: str):
     if dsr.cooling_off_until <= utcnow():
         start_due_erasures.delay()  # no cooling-off: start now rather than at the next tick
     flash(f"Approved. Erasure starts at {dsr.cooling_off_until:%Y-%m-%d %H:%M} UTC.")
+    return redirect(url_for("admin.request_page", reference=reference))
+
+
+def _tell_subject(dsr: DataSubjectRequest, template: str, details: dict[str, object]) -> bool:
+    """Email the person after the commit; a failure is logged and reported, never undone."""
+    try:
+        notify_subject(dsr, template, **details)
+    except (OSError, smtplib.SMTPException):
+        log.exception("the %s email could not be sent", template)
+        flash(
+            "The email to the person could not be sent. The law requires that they are told: "
+            "check the mail settings and tell them another way."
+        )
+        return False
+    return True
+
+
+@bp.route("/requests/<reference>/deny", methods=["POST"])
+@roles_required(Role.DPO)
+def deny(reference: str):
+    """Refuse the request on a legal ground, once the DPO has typed its reference."""
+    dsr = _get_request(reference)
+    form = DenyForm(prefix="deny")
+    form.reason.choices = _english(grounds_for(dsr.request_type))
+    if not form.validate_on_submit():
+        flash("Not refused: correct the form below.")
+        return _show_request(dsr, deny_form=form)
+    if form.confirm_reference.data.strip().upper() != dsr.reference:
+        form.confirm_reference.errors.append(f"This is not {dsr.reference}.")
+        flash(f"Not refused: the reference you typed does not match {dsr.reference}.")
+        return _show_request(dsr, deny_form=form)
+    try:
+        deny_request(db.session, dsr, current_user, form.reason.data, form.note.data)
+    except DomainError as exc:
+        db.session.rollback()
+        flash(f"Not refused: {exc}.")
+        return _show_request(dsr, deny_form=form)
+    db.session.commit()
+    if _tell_subject(dsr, "denied", denial_details(dsr)):
+        flash("Refused. The person has been told why and how to complain.")
+    return redirect(url_for("admin.request_page", reference=reference))
+
+
+@bp.route("/requests/<reference>/extend", methods=["POST"])
+@roles_required(Role.DPO)
+def extend(reference: str):
+    """Extend the request's deadline once, and tell the person why."""
+    dsr = _get_request(reference)
+    form = ExtendForm(prefix="extend")
+    form.reason.choices = _english(EXTENSION_REASONS)
+    if not form.validate_on_submit():
+        flash("Not extended: correct the form below.")
+        return _show_request(dsr, extend_form=form)
+    try:
+        due = extend_request(db.session, dsr, current_user, form.reason.data, form.note.data)
+    except DomainError as exc:
+        db.session.rollback()
+        flash(f"Not extended: {exc}.")
+        return _show_request(dsr, extend_form=form)
+    db.session.commit()
+    if _tell_subject(dsr, "extended", extension_details(dsr)):
+        flash(f"Extended. The new due date is {due.isoformat()}; the person has been told why.")
     return redirect(url_for("admin.request_page", reference=reference))
 
 

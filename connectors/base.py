@@ -194,6 +194,19 @@ class Connector(abc.ABC):
     def verify(self, subject: Subject) -> VerifyResult:
         """Re-scan the system and return what still matches the subject."""
 
+    def stop_marketing(self, subject: Subject) -> EraseResult:
+        """Stop using the subject's data for direct marketing (GDPR Art. 21(3)).
+
+        Returns ``completed`` with the records changed, or ``not_found`` when the system
+        holds nothing about the subject or its configuration declares no marketing use.
+        A connector that cannot do it raises, so the request shows the system as failed
+        and a person acts; it never reports marketing stopped when it was not.
+        """
+        raise ConnectorError(
+            f"{self.system}: the {self.name} connector cannot stop marketing use by itself; "
+            "stop it by hand in that system"
+        )
+
     def close(self) -> None:
         """Release connections; the default holds none."""
         return None

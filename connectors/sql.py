@@ -123,6 +123,19 @@ class SqlConnector(Connector):
                     system, f"tables.{name}", f"not linked to {subject.name} by any foreign key"
                 )
             self._validate_columns(metadata.tables[name], rule.columns)
+        if (marketing := config.marketing) is not None:
+            if marketing.table not in graph.order:
+                raise ConfigError(
+                    system,
+                    "marketing.table",
+                    f"no table {marketing.table!r} linked to {subject.name} by a foreign key",
+                )
+            table = metadata.tables[marketing.table]
+            for column in marketing.values:
+                if column not in table.c:
+                    raise ConfigError(
+                        system, f"marketing.set.{column}", f"{table.name} has no such column"
+                    )
         for parent, links in _by_parent(graph).items():
             if config.tables.get(parent) and config.tables[parent].action == Action.DELETE:
                 for link in links:
@@ -251,6 +264,12 @@ class SqlConnector(Connector):
         inner = sa.select(*pk).where(self._related(table.name, subject)).subquery()
         return sa.select(*inner.c)
 
+    def _in_rows(self, table: sa.Table, subject: Subject) -> sa.ColumnElement[bool]:
+        """Return the condition "this row is one of the subject's", by primary key."""
+        pk = list(table.primary_key.columns) or list(table.c)
+        target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
+        return target.in_(self._rows(table, subject))
+
     # -- verbs ------------------------------------------------------------------------------
 
     def check(self) -> CheckResult:
@@ -364,19 +383,19 @@ class SqlConnector(Connector):
     def _apply(
         self, conn: sa.Connection, table: sa.Table, step: TablePlan, graph: Graph, subject: Subject
     ) -> int:
-        rows = self._rows(table, subject)
-        pk = list(table.primary_key.columns) or list(table.c)
-        target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
         if step.action == Action.DELETE:
+            rows = self._rows(table, subject)
             for link in graph.self_links.get(table.name, []):
                 # Other people's rows that point at ours lose the pointer, not their row.
                 column = table.c[link.child_columns[0]]
                 conn.execute(sa.update(table).where(column.in_(rows)).values({column: None}))
-            return conn.execute(sa.delete(table).where(target.in_(rows))).rowcount
+            return conn.execute(sa.delete(table).where(self._in_rows(table, subject))).rowcount
         values = {
             name: self._anonymised(table, name, method) for name, method in step.columns.items()
         }
-        return conn.execute(sa.update(table).where(target.in_(rows)).values(values)).rowcount
+        return conn.execute(
+            sa.update(table).where(self._in_rows(table, subject)).values(values)
+        ).rowcount
 
     def _anonymised(self, table: sa.Table, column: str, method: str) -> Any:
         if method == "null":
@@ -387,6 +406,29 @@ class SqlConnector(Connector):
         pk = next(iter(table.primary_key.columns))
         expression = sa.literal(prefix, sa.String) + sa.cast(pk, sa.String)
         return expression + sa.literal(suffix, sa.String) if suffix else expression
+
+    def stop_marketing(self, subject: Subject) -> EraseResult:
+        """Set the configured columns (e.g. an opt-in flag) on the subject's rows, in one go."""
+        metadata, _graph = self.schema()
+        rule = self.config.marketing
+        if rule is None:
+            return EraseResult(
+                Outcome.NOT_FOUND,
+                message="systems.toml declares no marketing use here (no `marketing` setting)",
+            )
+        table = metadata.tables[rule.table]
+        try:
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    sa.update(table)
+                    .where(self._in_rows(table, subject))
+                    .values(**dict(rule.values))
+                ).rowcount
+        except exc.SQLAlchemyError as error:
+            raise self._failure(error, "stopping marketing") from None
+        if not changed:
+            return EraseResult(Outcome.NOT_FOUND, message="holds nothing about the person")
+        return EraseResult(Outcome.COMPLETED, rows_affected={rule.table: changed})
 
     def verify(self, subject: Subject) -> VerifyResult:
         """Count, per table that should be cleared, the rows that still match the subject."""

@@ -30,6 +30,14 @@ class TableRule:
 
 
 @dataclass(frozen=True)
+class MarketingRule:
+    """What "stop using my data for marketing" changes: columns of one linked table."""
+
+    table: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Settings:
     """The SQL connector's settings, validated for shape (not yet against a schema)."""
 
@@ -38,6 +46,8 @@ class Settings:
     subject_columns: tuple[str, ...]
     match: str
     tables: Mapping[str, TableRule]
+    #: None: the configuration declares that this system does no direct marketing.
+    marketing: MarketingRule | None = None
 
 
 def _text(system: str, data: Mapping[str, Any], key: str, path: str) -> str:
@@ -64,10 +74,33 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> Settings:
     if not isinstance(raw_tables, dict) or not raw_tables:
         raise ConfigError(system, "tables", "required: one [systems.NAME.tables.TABLE] per table")
     tables = {name: _table_rule(system, name, rule) for name, rule in raw_tables.items()}
-    unknown = set(settings) - {"url", "subject", "tables"}
+    unknown = set(settings) - {"url", "subject", "tables", "marketing"}
     if unknown:
         raise ConfigError(system, sorted(unknown)[0], "unknown setting of the sql connector")
-    return Settings(url, table, tuple(columns), match, tables)
+    return Settings(url, table, tuple(columns), match, tables, _marketing(system, settings))
+
+
+def _marketing(system: str, settings: Mapping[str, Any]) -> MarketingRule | None:
+    raw = settings.get("marketing")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(system, "marketing", "must be a table with `table` and `set`")
+    table = _text(system, raw, "table", "marketing.table")
+    values = raw.get("set")
+    if not isinstance(values, dict) or not values:
+        raise ConfigError(
+            system, "marketing.set", "required: column = value, e.g. { marketing_opt_in = false }"
+        )
+    for column, value in values.items():
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                system, f"marketing.set.{column}", "must be a text, a number or true/false"
+            )
+    unknown = set(raw) - {"table", "set"}
+    if unknown:
+        raise ConfigError(system, f"marketing.{sorted(unknown)[0]}", "unknown setting")
+    return MarketingRule(table, dict(values))
 
 
 def _table_rule(system: str, name: str, rule: Any) -> TableRule:

@@ -16,6 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 #: Secrets generated once per development instance and kept in ``instance/secrets.json``.
 DEV_SECRETS = ("SECRET_KEY", "DATA_KEY", "HASH_KEY")
+#: Who the person may complain to when no authority is configured; emails translate it.
+DEFAULT_SUPERVISORY_AUTHORITY = "your data protection supervisory authority"
+#: The EDPB's list of every EU/EEA supervisory authority, for the same case.
+DEFAULT_SUPERVISORY_AUTHORITY_URL = "https://www.edpb.europa.eu/about-edpb/about-edpb/members_en"
 
 
 class ConfigurationError(RuntimeError):
@@ -72,10 +76,21 @@ def load_config(instance: Path) -> dict[str, Any]:
         "SYSTEMS_FILE": Path(_env("SYSTEMS_FILE", instance / "systems.toml")),
         "SIGNING_KEY_FILE": Path(_env("SIGNING_KEY_FILE", instance / "signing_key.pem")),
         "CONTROLLER_NAME": _env("CONTROLLER_NAME", "Example Ltd"),
+        # Named in refusals and extensions: where the person may complain (GDPR Art. 77).
+        "SUPERVISORY_AUTHORITY": _env("SUPERVISORY_AUTHORITY", DEFAULT_SUPERVISORY_AUTHORITY),
+        "SUPERVISORY_AUTHORITY_URL": _env(
+            "SUPERVISORY_AUTHORITY_URL", DEFAULT_SUPERVISORY_AUTHORITY_URL
+        ),
         "JURISDICTION": _env("JURISDICTION", "gdpr-eu"),
         "HOLIDAY_COUNTRY": _env("HOLIDAY_COUNTRY"),
         "HOLIDAY_SUBDIVISION": _env("HOLIDAY_SUBDIVISION"),
         "VERIFY_LINK_DAYS": _int("VERIFY_LINK_DAYS", 7),
+        # Export packages (access, portability): where the encrypted files live (a folder
+        # every worker and web process shares), how long a download link lives, and how
+        # many downloads one package allows.
+        "EXPORT_DIR": Path(_env("EXPORT_DIR", instance / "exports")),
+        "EXPORT_LINK_DAYS": _int("EXPORT_LINK_DAYS", 7),
+        "EXPORT_MAX_DOWNLOADS": _int("EXPORT_MAX_DOWNLOADS", 5),
         "COOLING_OFF_MINUTES": _int("COOLING_OFF_MINUTES", 3 * 24 * 60),
         "TIMEZONE": _env("TIMEZONE", "Europe/Dublin"),
         "RUN_JOBS_INLINE": _env("RUN_JOBS_INLINE", "0") == "1",

@@ -86,6 +86,7 @@ def _schema() -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
         sa.Column("phone", sa.String(32)),
         sa.Column("city", sa.String(80)),
         sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("marketing_opt_in", sa.Boolean, nullable=False, default=True),
     )
     orders = sa.Table(
         "orders",
@@ -121,6 +122,7 @@ def create_demo_crm(url: str, *, seed: int = 7, extra_customers: int = 37) -> in
     start = datetime(2024, 1, 1)  # noqa: DTZ001  (the CRM stores naive local times)
     customer_rows, order_rows, ticket_rows = [], [], []
     for cid, (email, name, city) in enumerate(people, start=1):
+        documented = cid <= len(DOCUMENTED)
         customer_rows.append(
             {
                 "id": cid,
@@ -129,9 +131,9 @@ def create_demo_crm(url: str, *, seed: int = 7, extra_customers: int = 37) -> in
                 "city": city,
                 "phone": f"+353 1 {rng.randint(1000000, 9999999)}",
                 "created_at": start + timedelta(days=rng.randint(0, 600)),
+                "marketing_opt_in": documented or rng.random() < 0.6,  # noqa: S311
             }
         )
-        documented = cid <= len(DOCUMENTED)
         for _ in range(rng.randint(2 if documented else 0, 5)):
             order_rows.append(
                 {
@@ -202,4 +204,22 @@ email = "placeholder"
 full_name = "fixed:Erased customer"
 phone = "null"
 city = "null"
+
+# What "stop using my data for marketing" (GDPR Art. 21(3)) changes. Leave it out for a
+# system that does no marketing: it then reports "not used for marketing".
+[systems.crm.marketing]
+table = "customers"
+set = {{ marketing_opt_in = false }}
+
+# What the person is told about this system in their copy of their data (Art. 15(1)).
+[systems.crm.disclosure]
+purposes = [
+    "Running your account and delivering your orders",
+    "Answering your questions",
+    "Marketing, only if you agreed to it",
+]
+categories = ["Contact details", "Order history", "Support conversations"]
+recipients = ["Our delivery partners, for the address of each order"]
+retention = "Your account while it is open; invoices 10 years under tax law"
+source = "You, when you created your account and placed orders"
 '''

@@ -1,4 +1,8 @@
-"""Carry out an approved erasure, one system at a time, and close the request when all are done."""
+"""Carry out an approved request, one system at a time, and close it when all are done.
+
+Erasure erases along the approved plan and re-scans; an objection to marketing stops
+marketing use.  Exports are gathered into one package by ``core.exports``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from sqlalchemy.orm import Session
 from connectors.base import ConnectorError, Outcome, Plan
 from core.audit import record_event
 from core.lifecycle import transition
-from core.models import DataSubjectRequest, RunStatus, Status, SystemRun, utcnow
+from core.models import DataSubjectRequest, RequestType, RunStatus, Status, SystemRun, utcnow
 from core.operations import subject_of
 from core.systems import Systems
 
@@ -49,12 +53,15 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
     """Erase the subject from one system along its approved plan, then re-scan it."""
     request = run.request
     if run.system not in systems.configs:
-        _finish(
+        finish_run(
             session,
             run,
             RunStatus.FAILED,
             f"system {run.system!r} is no longer in systems.toml; restore it and retry",
         )
+        return
+    if request.request_type == RequestType.OBJECTION:
+        _stop_marketing(session, systems, run)
         return
     plan = Plan.from_dict(run.plan)
     try:
@@ -63,25 +70,39 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
             check = connector.verify(subject_of(request))
     except ConnectorError as exc:
         # The connector's message is written to be acted on and holds no personal data.
-        _finish(session, run, RunStatus.FAILED, str(exc))
+        finish_run(session, run, RunStatus.FAILED, str(exc))
         return
     run.rows_affected = result.rows_affected
     run.remaining = check.remaining
     if result.outcome == Outcome.FAILED:
-        _finish(session, run, RunStatus.FAILED, result.message or "the connector reported failure")
+        finish_run(
+            session, run, RunStatus.FAILED, result.message or "the connector reported failure"
+        )
     elif not check.clean:
         left = ", ".join(f"{table}: {n}" for table, n in sorted(check.remaining.items()) if n)
-        _finish(
+        finish_run(
             session,
             run,
             RunStatus.FAILED,
             f"verification found rows still matching after erasure ({left})",
         )
     else:
-        _finish(session, run, RunStatus(result.outcome.value), result.message)
+        finish_run(session, run, RunStatus(result.outcome.value), result.message)
 
 
-def _finish(session: Session, run: SystemRun, status: RunStatus, message: str) -> None:
+def _stop_marketing(session: Session, systems: Systems, run: SystemRun) -> None:
+    try:
+        with systems.open(run.system) as connector:
+            result = connector.stop_marketing(subject_of(run.request))
+    except ConnectorError as exc:
+        finish_run(session, run, RunStatus.FAILED, str(exc))
+        return
+    run.rows_affected = result.rows_affected
+    finish_run(session, run, RunStatus(result.outcome.value), result.message)
+
+
+def finish_run(session: Session, run: SystemRun, status: RunStatus, message: str) -> None:
+    """Record the outcome of one system's run, in the run and in the audit log."""
     run.status, run.message, run.finished_at = status, message, utcnow()
     record_event(
         session,

@@ -1,4 +1,4 @@
-"""Background jobs on Celery: start erasures when their cooling-off ends, run each system.
+"""Background jobs on Celery: start approved requests, run each system, build exports.
 
 Every task is safe to run twice: it reads the state persisted in our database first and
 does nothing more to a system whose run has finished.
@@ -12,10 +12,17 @@ from celery import Celery, Task, shared_task
 from flask import Flask, current_app
 
 from core.execution import FINISHED, close_if_finished, execute_run, lock_request, mark_running
+from core.exports import answer_export, build_export, check_renewable, purge_expired_exports
 from core.extensions import db
-from core.models import DataSubjectRequest, Status, SystemRun
-from core.notify import notify_subject, send_verification
-from core.operations import due_for_reminder, due_for_start, expire_unverified, start_erasure
+from core.models import DataSubjectRequest, RequestType, Status, SystemRun
+from core.notify import notify_subject, send_export_ready, send_verification
+from core.operations import (
+    DomainError,
+    due_for_reminder,
+    due_for_start,
+    expire_unverified,
+    start_erasure,
+)
 from core.proof_issue import issue_proof_for
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ def init_celery(app: Flask) -> Celery:
         beat_schedule={
             "start-due-erasures": {"task": "core.jobs.start_due_erasures", "schedule": 15.0},
             "remind-and-expire": {"task": "core.jobs.remind_and_expire", "schedule": 600.0},
+            "purge-exports": {"task": "core.jobs.purge_exports", "schedule": 3600.0},
         },
         beat_schedule_filename=str(app.config["INSTANCE"] / "celerybeat-schedule"),
         include=["core.jobs"],
@@ -59,15 +67,54 @@ def systems():
 
 @shared_task(name="core.jobs.start_due_erasures")
 def start_due_erasures() -> int:
-    """Start every approved erasure whose cooling-off period is over; return how many."""
+    """Start every approved request whose cooling-off period (if any) is over; return how many."""
     started = 0
     for request in due_for_start(db.session):
         runs = start_erasure(db.session, request)
         db.session.commit()
-        for run in runs:
-            run_system.delay(run.id)
+        if request.request_type.exports:
+            export_request.delay(request.id)
+        else:
+            for run in runs:
+                run_system.delay(run.id)
         started += 1
     return started
+
+
+@shared_task(name="core.jobs.export_request")
+def export_request(request_id: int) -> None:
+    """Gather an access or portability request's data into its package; tell the person."""
+    request = lock_request(db.session, request_id)
+    if request.status != Status.RUNNING:
+        db.session.rollback()
+        return
+    answer_export(db.session, systems(), request)
+    db.session.commit()
+    if request.status != Status.FAILED:  # a failed export waits for staff to retry it
+        send_export_ready(request)
+
+
+@shared_task(name="core.jobs.renew_export")
+def renew_export(request_id: int) -> None:
+    """Build a new package for a person whose package expired or was used up."""
+    request = db.session.get(DataSubjectRequest, request_id)
+    if request is None:
+        return
+    try:
+        check_renewable(request)
+    except DomainError:
+        return  # a second click, or a package already rebuilt
+    build_export(db.session, systems(), request, track_runs=False)
+    db.session.commit()
+    send_export_ready(request)
+
+
+@shared_task(name="core.jobs.purge_exports")
+def purge_exports() -> int:
+    """Delete export files whose link has expired; return how many."""
+    purged = purge_expired_exports(db.session)
+    db.session.commit()
+    return purged
 
 
 @shared_task(name="core.jobs.run_system")
@@ -83,8 +130,12 @@ def run_system(run_id: int) -> None:
     request = lock_request(db.session, run.request_id)
     closed = close_if_finished(db.session, request)
     db.session.commit()
-    if closed and request.status != Status.FAILED:
+    if not closed or request.status == Status.FAILED:
+        return
+    if request.request_type == RequestType.ERASURE:
         issue_proof.delay(request.id)
+    else:
+        notify_subject(request, "marketing_stopped")
 
 
 @shared_task(name="core.jobs.issue_proof")

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 
-from core.models import DataSubjectRequest
+from core.models import DataSubjectRequest, ExportPackage
 from core.tokens import make_token
 
 #: The status link is the subject's key to their request; it lives as long as the request.
@@ -38,3 +38,15 @@ def status_token(request: DataSubjectRequest) -> str:
 def status_link(request: DataSubjectRequest) -> str:
     """Return the link to the request's status page."""
     return external_url("portal.status", token=status_token(request))
+
+
+def download_token(package: ExportPackage) -> str:
+    """Return the signed token that downloads ``package``."""
+    return make_token(
+        current_app.config["SECRET_KEY"], "export", package.request.reference, str(package.id)
+    )
+
+
+def export_link(package: ExportPackage) -> str:
+    """Return the link that downloads ``package``; it stops working when the package expires."""
+    return external_url("portal.download", token=download_token(package))

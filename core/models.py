@@ -148,9 +148,20 @@ class DataSubjectRequest(db.Model):
     feedback_score: Mapped[int | None] = mapped_column()
     feedback_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: A refusal: the ground's code (``core.decisions``), the DPO's note sealed like the
+    #: address (staff notes may mention the person), who decided and when.
+    decision_reason: Mapped[str | None] = mapped_column(sa.String(40))
+    decision_note_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    #: The one extension of the deadline: when, why, and a sealed note.
+    extended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    extension_reason: Mapped[str | None] = mapped_column(sa.String(40))
+    extension_note_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
 
     identity: Mapped[SubjectIdentity] = relationship()
-    approved_by: Mapped[StaffUser | None] = relationship()
+    approved_by: Mapped[StaffUser | None] = relationship(foreign_keys=[approved_by_id])
+    decided_by: Mapped[StaffUser | None] = relationship(foreign_keys=[decided_by_id])
     runs: Mapped[list[SystemRun]] = relationship(
         back_populates="request", order_by="SystemRun.system", cascade="all, delete-orphan"
     )

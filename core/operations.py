@@ -92,12 +92,34 @@ def find_open_request(
     ).first()
 
 
+def seal(request: DataSubjectRequest, text: str | None) -> bytes | None:
+    """Return ``text`` (typed by the person or about them) encrypted for this request."""
+    if not text:
+        return None
+    return encrypt(_key("DATA_KEY"), text, request.reference.encode())
+
+
+def unseal(request: DataSubjectRequest, sealed: bytes | None) -> str:
+    """Return the text sealed with :func:`seal`, or an empty string."""
+    if sealed is None:
+        return ""
+    return decrypt(_key("DATA_KEY"), sealed, request.reference.encode())
+
+
 def submit_request(
-    session: Session, email: str, request_type: RequestType, language: str = "en"
+    session: Session,
+    email: str,
+    request_type: RequestType,
+    language: str = "en",
+    *,
+    customer_number: str | None = None,
+    reason: str | None = None,
 ) -> tuple[DataSubjectRequest, bool]:
     """Record a request, or join the person's open one; return it and whether it is new.
 
-    The legal clock of a new request starts now, before anyone reads it.
+    The legal clock of a new request starts now, before anyone reads it.  The customer
+    number helps staff find the person; it is never used to find data without them, since
+    anyone could type someone else's.
     """
     config = current_app.config
     email_hash = hash_email(email)
@@ -128,6 +150,8 @@ def submit_request(
         verify_nonce=secrets.token_hex(16),
         status_changed_at=now,
     )
+    request.customer_number_sealed = seal(request, customer_number)
+    request.reason_sealed = seal(request, reason)
     request.due_on = deadlines.due_on(
         request.jurisdiction,
         received_on(request).date(),
@@ -252,7 +276,13 @@ def approve_request(
         )
     now = utcnow()
     request.approved_at, request.approved_by = now, staff
-    request.cooling_off_until = now + timedelta(minutes=current_app.config["COOLING_OFF_MINUTES"])
+    # Only erasure cannot be undone, so only erasure waits for the person to change their mind.
+    cooling_off = (
+        current_app.config["COOLING_OFF_MINUTES"]
+        if request.request_type == RequestType.ERASURE
+        else 0
+    )
+    request.cooling_off_until = now + timedelta(minutes=cooling_off)
     transition(
         session,
         request,
@@ -263,8 +293,32 @@ def approve_request(
     )
 
 
+def accept_objection(session: Session, request: DataSubjectRequest, systems: Systems) -> None:
+    """Approve an objection to direct marketing as soon as the address is proven.
+
+    The right is absolute (GDPR Art. 21(3)): there is nothing for staff to weigh, so the
+    request goes straight to the systems, without a cooling-off period.
+    """
+    if request.request_type != RequestType.OBJECTION:
+        raise DomainError(f"{request.reference} is not an objection to direct marketing")
+    for system in systems:
+        session.add(
+            SystemRun(
+                request=request,
+                system=system.name,
+                label=system.label,
+                connector=system.connector,
+                connector_version=systems.classes[system.connector].version,
+                plan={"system": system.name, "connector": system.connector, "steps": []},
+                status=RunStatus.PLANNED,
+            )
+        )
+    request.approved_at = request.cooling_off_until = utcnow()
+    transition(session, request, Status.APPROVED, actor="policy:art21-3")
+
+
 def start_erasure(session: Session, request: DataSubjectRequest) -> list[SystemRun]:
-    """Move an approved request whose cooling-off has ended to running; return its runs."""
+    """Move an approved request whose cooling-off (if any) has ended to running; return its runs."""
     transition(session, request, Status.RUNNING, actor="scheduler")
     return list(request.runs)
 
@@ -281,3 +335,22 @@ def due_for_start(session: Session) -> list[DataSubjectRequest]:
             .order_by(DataSubjectRequest.due_on)
         )
     )
+
+
+def can_give_feedback(request: DataSubjectRequest) -> bool:
+    """Return whether the person may still tell us how it went: once, when it is over."""
+    over = request.status in CLOSED and request.status != Status.EXPIRED
+    return over and request.feedback_at is None
+
+
+def record_feedback(
+    session: Session, request: DataSubjectRequest, score: int, comment: str | None
+) -> None:
+    """Keep the person's optional feedback on a closed request, once."""
+    if not can_give_feedback(request):
+        raise DomainError(f"{request.reference} takes no feedback now")
+    if not 1 <= score <= 5:
+        raise DomainError("a score is between 1 and 5")
+    request.feedback_score, request.feedback_at = score, utcnow()
+    request.feedback_sealed = seal(request, comment)
+    record_event(session, "subject", "feedback.given", request.reference, score=score)

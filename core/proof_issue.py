@@ -75,10 +75,12 @@ def proof_content(session: Session, request: DataSubjectRequest) -> dict[str, An
 
 
 def issue_proof_for(session: Session, request: DataSubjectRequest) -> Proof:
-    """Render, sign and store the proof of ``request``."""
+    """Render, sign and store the proof of ``request``, in the language of the request."""
     key = current_app.extensions["lethe.signing_key"]
     content = proof_content(session, request)
-    pdf = render_proof_pdf(content, key, verify_url=external_url("portal.index"))
+    pdf = render_proof_pdf(
+        content, key, verify_url=external_url("portal.index"), language=request.language
+    )
     proof = Proof(
         request=request,
         key_id=key.key_id,

@@ -10,6 +10,10 @@ The content is a plain dict (built by ``core.proof_issue``) of this shape::
                rows_affected: {table: n}, verification: {clean, remaining}, message}],
     partial, audit_checkpoint: {position, hash}, issued_at
 
+The page is written in the language of the request (English, Russian or Chinese) from the
+compiled catalogs in ``translations/``; the content itself stays language-neutral (codes and
+ISO dates), so the same content verifies whatever language its page is in.
+
 The PDF carries two attachments: ``proof.json`` (the canonical JSON of the content) and
 ``proof.sig.json`` (key id, algorithm and the Ed25519 signature of those exact bytes).
 The page prints the reference and the content's fingerprint, so a page swapped under an
@@ -23,11 +27,15 @@ import binascii
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from babel.dates import format_date, format_datetime
+from babel.support import Translations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pypdf import PdfReader
@@ -35,9 +43,13 @@ from pypdf.errors import PyPdfError
 from weasyprint import HTML, Attachment
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
+from core import LANGUAGES
 from core.signing import SigningKey, verify_signature
 
+log = logging.getLogger(__name__)
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TRANSLATIONS = TEMPLATES.parent / "translations"
 CONTENT_NAME, SIGNATURE_NAME = "proof.json", "proof.sig.json"
 
 
@@ -62,14 +74,39 @@ def fingerprint(canonical: bytes) -> str:
     return " ".join(digest[i : i + 4] for i in range(0, 16, 4))
 
 
-def _environment() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+def _environment(language: str) -> Environment:
+    """Return the proof templates' environment, speaking ``language`` (English if unknown)."""
+    if language not in LANGUAGES:
+        language = "en"
+    translations = Translations.load(str(TRANSLATIONS), [language])
+    if language != "en" and not isinstance(translations, Translations):
+        # A proof is still owed once the data is gone: write it in English, but say why.
+        log.warning("no compiled %s catalog in %s (run `make install`)", language, TRANSLATIONS)
+        language = "en"
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.install_gettext_translations(translations, newstyle=True)
+    env.globals["language"] = language
+    env.filters["long_date"] = lambda iso: format_date(
+        date.fromisoformat(iso), "long", locale=language
+    )
+    env.filters["long_datetime"] = lambda iso: format_datetime(
+        datetime.fromisoformat(iso), "long", locale=language
+    )
+    return env
 
 
 def render_proof_pdf(
-    content: Mapping[str, Any], key: SigningKey, *, verify_url: str | None = None
+    content: Mapping[str, Any],
+    key: SigningKey,
+    *,
+    verify_url: str | None = None,
+    language: str = "en",
 ) -> bytes:
-    """Return the signed PDF of ``content``."""
+    """Return the signed PDF of ``content``, its page written in ``language``."""
     canonical = canonical_json(content)
     signature = key.sign(canonical)
     signature_doc = json.dumps(
@@ -80,7 +117,7 @@ def render_proof_pdf(
         }
     )
     html = (
-        _environment()
+        _environment(language)
         .get_template("pdf/proof.html")
         .render(
             proof=json.loads(canonical),
@@ -88,7 +125,8 @@ def render_proof_pdf(
             signature=base64.b64encode(signature).decode("ascii"),
             fingerprint=fingerprint(canonical),
             verify_url=verify_url,
-            css=(TEMPLATES / "pdf" / "proof.css").read_text(encoding="utf-8"),
+            content_name=CONTENT_NAME,
+            signature_name=SIGNATURE_NAME,
         )
     )
     fetcher = RefusingFetcher()

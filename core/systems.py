@@ -18,7 +18,10 @@ from connectors.base import ConfigError, Connector
 
 ENTRY_POINT_GROUP = "lethe.connectors"
 #: Keys of a system's table that Lethe itself reads; the rest belong to the connector.
-COMMON_KEYS = ("connector", "label")
+COMMON_KEYS = ("connector", "label", "disclosure")
+#: What a system tells the person about its use of their data (GDPR Art. 15(1)), shown in
+#: their export package.
+DISCLOSURE_KEYS = ("purposes", "categories", "recipients", "retention", "source")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class SystemConfig:
     connector: str
     label: str
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[systems.NAME.disclosure]``: key of DISCLOSURE_KEYS -> list of sentences.
+    disclosure: Mapping[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +91,22 @@ def _load_class(system: str, connector: str, file: str) -> type[Connector]:
     return cls
 
 
+def _disclosure(system: str, raw: Any, file: str) -> dict[str, list[str]]:
+    if not isinstance(raw, dict):
+        raise ConfigError(system, "disclosure", "must be a table: [systems.NAME.disclosure]", file)
+    result = {}
+    for key, value in raw.items():
+        if key not in DISCLOSURE_KEYS:
+            raise ConfigError(
+                system, f"disclosure.{key}", f"unknown; use {', '.join(DISCLOSURE_KEYS)}", file
+            )
+        items = [value] if isinstance(value, str) else value
+        if not (isinstance(items, list) and all(isinstance(i, str) and i for i in items)):
+            raise ConfigError(system, f"disclosure.{key}", "must be text or a list of texts", file)
+        result[key] = list(items)
+    return result
+
+
 def load_systems(path: Path) -> Systems:
     """Read ``path`` and return the enabled systems; raise ConfigError naming what is wrong."""
     if not path.exists():
@@ -114,7 +135,8 @@ def load_systems(path: Path) -> Systems:
         if connector not in classes:
             classes[connector] = _load_class(name, connector, file)
         settings = {k: v for k, v in table.items() if k not in COMMON_KEYS}
-        config = SystemConfig(name, connector, label, settings)
+        disclosure = _disclosure(name, table.get("disclosure", {}), file)
+        config = SystemConfig(name, connector, label, settings, disclosure)
         try:
             # Constructing validates the settings; the instance holds no connection yet.
             classes[connector](name, settings).close()

@@ -6,28 +6,42 @@ import hashlib
 import logging
 import smtplib
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import (
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    stream_with_context,
+    url_for,
+)
 from flask import request as flask_request
 from flask_babel import get_locale
 from flask_babel import gettext as _
 
+from core.decisions import find_extension_reason, find_ground, supervisory_authority
+from core.exports import check_renewable, current_package, download_problem, open_download
 from core.extensions import db, limiter
-from core.links import STATUS_LINK_DAYS, status_token
+from core.jobs import renew_export, start_due_erasures
+from core.links import STATUS_LINK_DAYS, download_token, status_token
 from core.models import DataSubjectRequest, RequestType, Status
 from core.notify import notify_subject, send_verification
 from core.operations import (
     DomainError,
+    accept_objection,
     can_cancel,
+    can_give_feedback,
     cancel_request,
     find_request,
     hash_email,
+    record_feedback,
     submit_request,
     verify_email,
 )
 from core.tokens import TokenError, nonce_matches, read_token
 from portal import bp
-from portal.forms import ConfirmForm, RequestForm
-from portal.wording import RUN_WORDS, STATE_WORDS
+from portal.forms import ConfirmForm, FeedbackForm, RequestForm
+from portal.wording import TYPE_WORDS, run_words, state_words
 
 log = logging.getLogger(__name__)
 MAIL_ERRORS = (OSError, smtplib.SMTPException)
@@ -56,7 +70,14 @@ def index():
     request_type = RequestType(form.request_type.data)
     if request_type == RequestType.ERASURE and form.confirmed.data != "yes":
         return render_template("portal/confirm_erasure.html", form=form)
-    request, _created = submit_request(db.session, form.email.data, request_type, str(get_locale()))
+    request, _created = submit_request(
+        db.session,
+        form.email.data,
+        request_type,
+        str(get_locale()),
+        customer_number=form.customer_number.data,
+        reason=form.reason.data,
+    )
     db.session.commit()
     try:
         if request.status == Status.SUBMITTED:
@@ -102,7 +123,11 @@ def verify(token: str):
     form = ConfirmForm()
     if form.validate_on_submit():
         verify_email(db.session, request)
+        if request.request_type == RequestType.OBJECTION:
+            accept_objection(db.session, request, current_app.extensions["lethe.systems"])
         db.session.commit()
+        if request.request_type == RequestType.OBJECTION:
+            start_due_erasures.delay()
         return redirect(url_for("portal.status", token=status_token(request)))
     return render_template("portal/verify.html", form=form, dsr=request)
 
@@ -118,15 +143,112 @@ def status(token: str):
         request = _status_request(token)
     except TokenError as exc:
         return _token_problem(exc)
+    return _status_page(request, token)
+
+
+def _status_page(request: DataSubjectRequest, token: str, feedback: FeedbackForm | None = None):
+    package = current_package(request)
     return render_template(
         "portal/status.html",
         dsr=request,
         token=token,
         form=ConfirmForm(),
-        state=STATE_WORDS[Status(request.status)],
-        run_words=RUN_WORDS,
+        feedback_form=feedback or FeedbackForm(),
+        feedback_open=can_give_feedback(request),
+        type_words=TYPE_WORDS[request.request_type],
+        state=state_words(request),
+        run_words=run_words(request.request_type),
         cancellable=can_cancel(request),
+        package=package,
+        download_url=url_for("portal.download", token=download_token(package)) if package else None,
+        renewable=_renewable(request),
+        refusal=find_ground(request.decision_reason) if request.status == Status.DENIED else None,
+        extension=find_extension_reason(request.extension_reason),
+        authority=supervisory_authority(),
     )
+
+
+def _renewable(request: DataSubjectRequest) -> bool:
+    try:
+        check_renewable(request)
+    except DomainError:
+        return False
+    return True
+
+
+@bp.route("/status/<token>/feedback", methods=["POST"])
+@limiter.limit("10 per hour", key_func=_token_key)
+def feedback(token: str):
+    """Take the person's optional feedback once their request is closed."""
+    try:
+        request = _status_request(token)
+    except TokenError as exc:
+        return _token_problem(exc)
+    form = FeedbackForm()
+    if not form.validate_on_submit():
+        return _status_page(request, token, form), 400
+    try:
+        record_feedback(db.session, request, int(form.score.data), form.comment.data)
+    except DomainError:
+        db.session.rollback()
+        return redirect(url_for("portal.status", token=token))
+    db.session.commit()
+    flash(_("Thank you for telling us."))
+    return redirect(url_for("portal.status", token=token))
+
+
+@bp.route("/export/<token>")
+@limiter.limit("30 per hour", key_func=_token_key)
+def download(token: str):
+    """Send the export package, decrypted as it streams; count the download."""
+    try:
+        reference, package_id = read_token(
+            current_app.config["SECRET_KEY"],
+            "export",
+            token,
+            current_app.config["EXPORT_LINK_DAYS"] * 86400,
+        )
+    except TokenError as exc:
+        return _download_problem(exc.reference, "expired" if exc.reason == "expired" else "invalid")
+    request = find_request(db.session, reference)
+    package = (
+        next((p for p in request.exports if str(p.id) == package_id), None) if request else None
+    )
+    if request is None or package is None:
+        return _download_problem(None, "invalid")
+    if problem := download_problem(package):
+        return _download_problem(request, problem)
+    chunks = open_download(db.session, package)
+    db.session.commit()
+    response = Response(stream_with_context(chunks), mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{reference}-my-data.zip"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _download_problem(request: DataSubjectRequest | str | None, reason: str):
+    if isinstance(request, str):
+        request = find_request(db.session, request)
+    token = status_token(request) if isinstance(request, DataSubjectRequest) else None
+    renewable = isinstance(request, DataSubjectRequest) and _renewable(request)
+    code = 410 if reason in {"expired", "used"} else 400
+    return render_template(
+        "portal/download_problem.html", reason=reason, status_token=token, renewable=renewable
+    ), code
+
+
+@bp.route("/status/<token>/renew-export", methods=["POST"])
+@limiter.limit("3 per day", key_func=_token_key)
+def renew(token: str):
+    """Build a new export package when the old one expired or was used up."""
+    try:
+        request = _status_request(token)
+    except TokenError as exc:
+        return _token_problem(exc)
+    if ConfirmForm().validate_on_submit() and _renewable(request):
+        renew_export.delay(request.id)
+        flash(_("We are preparing a new copy of your data and will email you a new link."))
+    return redirect(url_for("portal.status", token=token))
 
 
 @bp.route("/status/<token>/resend", methods=["POST"])

@@ -17,16 +17,17 @@ def path_of(url: str) -> str:
     return urlsplit(url).path
 
 
-def submit(client: FlaskClient, email: str) -> None:
-    """Submit the portal form for an erasure of ``email``."""
+def submit(client: FlaskClient, email: str, request_type: str = "erasure", **fields: str) -> None:
+    """Submit the portal form for a request of ``email`` (erasure confirmed)."""
     page = client.get("/")
     response = client.post(
         "/",
         data={
             "email": email,
-            "request_type": "erasure",
+            "request_type": request_type,
             "confirmed": "yes",
             "csrf_token": csrf_token(page.text),
+            **fields,
         },
     )
     assert response.status_code == 302, response.text

@@ -1,10 +1,14 @@
-"""Signed proofs of deletion: authentic ones verify, every kind of tampering is caught."""
+"""Signed proofs of deletion: authentic ones verify, every kind of tampering is caught,
+and each is written in the language of its request with fonts that have its script."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,9 @@ from core.proofs import (
     verify_proof_pdf,
 )
 from core.signing import SigningKeyError, load_or_create_signing_key, load_signing_key
+from tests.services import services_required
+
+LANGUAGES = ["en", "ru", "zh"]
 
 
 def sample_content(partial: bool = False) -> dict:
@@ -85,12 +92,46 @@ def key(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pdf(key) -> bytes:
-    return render_proof_pdf(sample_content(), key)
+def pdfs(key) -> dict[str, bytes]:
+    """Return the proof of the same content rendered in each language."""
+    return {
+        language: render_proof_pdf(sample_content(), key, language=language)
+        for language in LANGUAGES
+    }
+
+
+@pytest.fixture(scope="module")
+def pdf(pdfs) -> bytes:
+    return pdfs["en"]
 
 
 def page_text(pdf: bytes) -> str:
     return " ".join(" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def bare(text: str) -> str:
+    """Return ``text`` without whitespace: text extraction spaces Chinese unpredictably."""
+    return "".join(text.split())
+
+
+def embedded_fonts(pdf: bytes, tmp_path: Path) -> dict[str, bool]:
+    """Return each font of ``pdf``, without subset prefix, and whether it is embedded."""
+    pdffonts = shutil.which("pdffonts")
+    if pdffonts is None:
+        message = "pdffonts is not installed (Debian package poppler-utils)"
+        if services_required():
+            pytest.fail(f"{message}; LETHE_REQUIRE_SERVICES=1 forbids skipping")
+        pytest.skip(message)
+    path = tmp_path / "proof.pdf"
+    path.write_bytes(pdf)
+    listing = subprocess.run(
+        [pdffonts, str(path)], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    fonts = {}
+    for line in listing[2:]:  # a header and a rule, then: name type encoding emb sub uni id gen
+        parts = line.split()
+        fonts[parts[0].rpartition("+")[2]] = parts[-5] == "yes"
+    return fonts
 
 
 def rebuild(pdf: bytes, replace: dict[str, bytes]) -> bytes:
@@ -184,3 +225,67 @@ def test_key_file_is_private_stable_and_a_broken_one_is_named(tmp_path):
         load_signing_key(path)
     with pytest.raises(SigningKeyError, match="does not exist"):
         load_signing_key(Path(tmp_path / "absent.pem"))
+
+
+#: The received date of ``sample_content()`` as each language writes it; Babel knows these
+#: from CLDR, with or without our catalogs.
+RECEIVED_ON = {"en": "March 5, 2026", "ru": "5 марта 2026 г.", "zh": "2026年3月5日"}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_proof_in_each_language_verifies_and_signs_the_same_neutral_content(key, pdfs, language):
+    check = verify_proof_pdf(pdfs[language], {key.key_id: key.public_key})
+    assert check.authentic, check.reasons
+    # The signed content names no language and keeps ISO dates: only the page changes.
+    assert check.content == sample_content()
+    reader = PdfReader(io.BytesIO(pdfs[language]))
+    assert reader.root_object["/Lang"] == language
+    assert bare(RECEIVED_ON[language]) in bare(page_text(pdfs[language]))
+
+
+def test_an_unknown_language_gives_an_english_proof(key):
+    pdf = render_proof_pdf(sample_content(), key, language="xx")
+    assert PdfReader(io.BytesIO(pdf)).root_object["/Lang"] == "en"
+    assert "Proof of deletion DSR-7K3F9Q2M" in page_text(pdf)
+    assert verify_proof_pdf(pdf, {key.key_id: key.public_key}).authentic
+
+
+def test_a_missing_catalog_gives_an_english_proof_and_says_so(key, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("core.proofs.TRANSLATIONS", tmp_path)
+    pdf = render_proof_pdf(sample_content(), key, language="ru")
+    assert PdfReader(io.BytesIO(pdf)).root_object["/Lang"] == "en"
+    assert RECEIVED_ON["en"] in page_text(pdf)
+    assert "no compiled ru catalog" in caplog.text
+
+
+# Needs the proof's Russian and Chinese entries in translations/*/messages.po.
+@pytest.mark.parametrize(
+    ("language", "title", "on_time", "page_footer"),
+    [
+        ("en", "Proof of deletion DSR-7K3F9Q2M", "on time", "page 1 of 1"),
+        ("ru", "Подтверждение удаления DSR-7K3F9Q2M", "в срок", "стр. 1 из 1"),
+        ("zh", "删除证明 DSR-7K3F9Q2M", "按时", "第 1 页，共 1 页"),
+    ],
+    ids=LANGUAGES,
+)
+def test_the_page_is_written_in_the_language_of_the_request(
+    pdfs, language, title, on_time, page_footer
+):
+    reader = PdfReader(io.BytesIO(pdfs[language]))
+    assert reader.metadata.title == title
+    first_page = bare(reader.pages[0].extract_text())
+    assert bare(title) in first_page
+    assert bare(on_time) in first_page and bare(page_footer) in first_page
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_font_of_a_proof_is_embedded(pdfs, language, tmp_path):
+    fonts = embedded_fonts(pdfs[language], tmp_path)
+    assert fonts and all(fonts.values()), fonts
+
+
+def test_a_chinese_proof_embeds_a_font_that_has_chinese(pdfs, tmp_path):
+    # The stylesheet names WenQuanYi Zen Hei and Noto Sans CJK SC for Chinese glyphs.
+    fonts = embedded_fonts(pdfs["zh"], tmp_path)
+    assert any(re.search("wenquanyi|cjk", name, re.IGNORECASE) for name in fonts), fonts
+    assert "年" in page_text(pdfs["zh"])
