@@ -80,6 +80,19 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class Channel(enum.StrEnum):
+    """How a request reached us; staff record the real received date for the others."""
+
+    PORTAL = "portal"
+    EMAIL = "email"
+    PHONE = "phone"
+    LETTER = "letter"
+    IN_PERSON = "in_person"
+    API = "api"
+    #: Part of a bulk erasure of a customer group the controller decided on.
+    BULK = "bulk"
+
+
 class Role(enum.StrEnum):
     """What a staff member may do."""
 
@@ -158,10 +171,29 @@ class DataSubjectRequest(db.Model):
     extended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     extension_reason: Mapped[str | None] = mapped_column(sa.String(40))
     extension_note_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    #: How the request reached us, and the staff member who recorded it if not the portal.
+    channel: Mapped[Channel] = mapped_column(_enum(Channel), default=Channel.PORTAL)
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    #: How identity was established when not by the emailed link (a code of
+    #: ``core.intake``), with staff's sealed note of what they checked.
+    identity_method: Mapped[str | None] = mapped_column(sa.String(32))
+    identity_note_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    #: Where the person lives (ISO 3166 code, e.g. ``DE``, ``US-CA``), which can choose
+    #: the jurisdiction; None when not known.
+    subject_country: Mapped[str | None] = mapped_column(sa.String(8))
+    #: Why the person asked, from the portal's optional list (a code); free text is sealed.
+    reason_code: Mapped[str | None] = mapped_column(sa.String(32))
+    #: The bulk erasure this request belongs to, if any.
+    batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("erasure_batch.id"), index=True)
 
     identity: Mapped[SubjectIdentity] = relationship()
     approved_by: Mapped[StaffUser | None] = relationship(foreign_keys=[approved_by_id])
     decided_by: Mapped[StaffUser | None] = relationship(foreign_keys=[decided_by_id])
+    created_by: Mapped[StaffUser | None] = relationship(foreign_keys=[created_by_id])
+    batch: Mapped[ErasureBatch | None] = relationship(back_populates="requests")
+    pauses: Mapped[list[RequestPause]] = relationship(
+        back_populates="request", order_by="RequestPause.id", cascade="all, delete-orphan"
+    )
     runs: Mapped[list[SystemRun]] = relationship(
         back_populates="request", order_by="SystemRun.system", cascade="all, delete-orphan"
     )
@@ -187,6 +219,13 @@ class StaffUser(UserMixin, db.Model):
     role: Mapped[Role] = mapped_column(_enum(Role))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Sign-in failures in a row, and until when the account is locked after too many.
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: TOTP two-factor: the secret sealed with the data key; active once confirmed.
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def is_active(self) -> bool:  # flask-login refuses sessions of deactivated staff
@@ -214,8 +253,13 @@ class SystemRun(db.Model):
     message: Mapped[str] = mapped_column(sa.Text, default="")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set when the DPO kept this system out of the erasure (partial approval) or a legal
+    #: hold did: the Art. 17(3) ground, and the hold if one applied.
+    retained_ground: Mapped[str | None] = mapped_column(sa.String(40))
+    hold_id: Mapped[int | None] = mapped_column(sa.ForeignKey("legal_hold.id"))
 
     request: Mapped[DataSubjectRequest] = relationship(back_populates="runs")
+    hold: Mapped[LegalHold | None] = relationship()
 
 
 class AuditEvent(db.Model):
@@ -268,3 +312,85 @@ class ExportPackage(db.Model):
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     request: Mapped[DataSubjectRequest] = relationship(back_populates="exports")
+
+
+class RequestPause(db.Model):
+    """An interval during which the legal clock stood still (waiting for identity proof)."""
+
+    __tablename__ = "request_pause"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("data_subject_request.id"), index=True)
+    started_on: Mapped[date] = mapped_column(sa.Date)
+    #: None while the clock is still paused.
+    ended_on: Mapped[date | None] = mapped_column(sa.Date)
+    reason: Mapped[str] = mapped_column(sa.String(40))
+    started_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    ended_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+
+    request: Mapped[DataSubjectRequest] = relationship(back_populates="pauses")
+
+
+class LegalHold(db.Model):
+    """A reason to keep data despite erasure (unpaid invoice, litigation) until released.
+
+    On a subject (``identity_id``), a system (``system``) or a subject in one system; while
+    active, the plan of every matching system says "retain" with the hold's ground.
+    """
+
+    __tablename__ = "legal_hold"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("subject_identity.id"), index=True
+    )
+    system: Mapped[str | None] = mapped_column(sa.String(64))
+    #: An Art. 17(3) ground code (``core.decisions``).
+    ground: Mapped[str] = mapped_column(sa.String(40))
+    #: Staff's words about the hold; may name the person, so sealed.
+    reason_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    released_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+
+    identity: Mapped[SubjectIdentity | None] = relationship()
+    created_by: Mapped[StaffUser | None] = relationship(foreign_keys=[created_by_id])
+    released_by: Mapped[StaffUser | None] = relationship(foreign_keys=[released_by_id])
+
+
+class ErasureBatch(db.Model):
+    """A bulk erasure of a customer group: one request per person, approved once."""
+
+    __tablename__ = "erasure_batch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(sa.String(16), unique=True, index=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    #: ``csv`` (an uploaded list) or ``segment`` (a group a connector can list).
+    source: Mapped[str] = mapped_column(sa.String(16))
+    segment: Mapped[str | None] = mapped_column(sa.String(128))
+    status: Mapped[str] = mapped_column(sa.String(16), default="draft")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    total: Mapped[int] = mapped_column(default=0)
+    #: Counts and outcomes, free of personal data.
+    summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    #: The signed batch summary PDF, once the batch has finished.
+    summary_pdf: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+
+    requests: Mapped[list[DataSubjectRequest]] = relationship(back_populates="batch")
+    created_by: Mapped[StaffUser | None] = relationship(foreign_keys=[created_by_id])
+    approved_by: Mapped[StaffUser | None] = relationship(foreign_keys=[approved_by_id])
+
+
+class JobMark(db.Model):
+    """That a daily job ran on a day, so a restarted scheduler does not run it twice."""
+
+    __tablename__ = "job_mark"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    run_on: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
