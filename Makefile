@@ -41,9 +41,9 @@ run: demo
 test: install
 	$(BIN)/pytest
 
-# Refresh docs/screenshots/ (every portal page in every language) from the browser test.
+# Refresh docs/screenshots/ (every portal page in every language, the main staff pages).
 screenshots: install
-	LETHE_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_portal_browser.py
+	LETHE_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_portal_browser.py tests/e2e/test_admin_browser.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,4 +4,15 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from admin import views  # noqa: E402,F401  (registers the routes on bp)
+# Each module registers its routes on bp.
+from admin import (  # noqa: E402,F401
+    accounts,
+    bulk,
+    dashboard,
+    holds,
+    intake,
+    queue,
+    setup,
+    users,
+    views,
+)

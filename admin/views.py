@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 import smtplib
 from collections.abc import Iterable
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-from flask import abort, current_app, flash, redirect, render_template, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import force_locale
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 
 from admin import bp
-from admin.forms import ApproveForm, DenyForm, ExtendForm, LoginForm
+from admin.forms import ApproveForm, ConfirmForm, DenyForm, ExtendForm, RequestHoldForm
+from admin.holds import hold_choices
 from connectors.base import ConfigError, ConnectorError
-from core.audit import record_event
+from core.audit import record_event, timeline_of
+from core.clock import can_pause, clock_of, open_pause, pause_clock, resume_clock
 from core.decisions import (
     EXTENSION_REASONS,
     GROUNDS,
@@ -31,68 +30,31 @@ from core.decisions import (
     extension_note,
     grounds_for,
 )
-from core.extensions import db, limiter
+from core.extensions import db
+from core.holds import (
+    active_holds,
+    check_retained,
+    ground_label,
+    hold_reason,
+    retention_grounds,
+    review_plans,
+)
+from core.intake import IDENTITY_METHODS
 from core.jobs import start_due_erasures
 from core.lifecycle import CLOSED
-from core.models import DataSubjectRequest, Proof, Role, StaffUser, Status, utcnow
+from core.models import DataSubjectRequest, Proof, RequestType, Role, Status, utcnow
 from core.notify import notify_subject
 from core.operations import (
     DomainError,
     approve_request,
     find_request,
     plan_digest,
-    preview_plans,
     unseal,
 )
-from core.security import check_password, roles_required
+from core.security import roles_required
 
 log = logging.getLogger(__name__)
 STAFF = (Role.DPO, Role.OPERATOR, Role.AUDITOR)
-
-
-@bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("10 per minute", methods=["POST"])
-def login():
-    """Sign a member of staff in."""
-    form = LoginForm()
-    if form.validate_on_submit():
-        user = db.session.scalars(
-            sa.select(StaffUser).where(StaffUser.email == form.email.data.strip().lower())
-        ).first()
-        if user and user.active and check_password(user.password_hash, form.password.data):
-            login_user(user)
-            record_event(db.session, f"staff:{user.email}", "staff.login")
-            db.session.commit()
-            return redirect(url_for("admin.queue"))
-        flash("Wrong email or password.")
-    return render_template("admin/login.html", form=form)
-
-
-@bp.route("/logout", methods=["POST"])
-def logout():
-    """Sign out."""
-    logout_user()
-    return redirect(url_for("admin.login"))
-
-
-@bp.route("/")
-@roles_required(*STAFF)
-def queue():
-    """List open and recent requests, the nearest legal deadline first."""
-    due = sa.func.coalesce(DataSubjectRequest.extended_due_on, DataSubjectRequest.due_on)
-    requests = db.session.scalars(
-        sa.select(DataSubjectRequest).order_by(due, DataSubjectRequest.received_at).limit(500)
-    ).all()
-    today = datetime.now(ZoneInfo(current_app.config["TIMEZONE"])).date()
-    feedback = db.session.execute(
-        sa.select(
-            sa.func.count(DataSubjectRequest.feedback_score),
-            sa.func.avg(DataSubjectRequest.feedback_score),
-        )
-    ).one()
-    return render_template(
-        "admin/queue.html", requests=requests, closed=CLOSED, today=today, feedback=feedback
-    )
 
 
 def _get_request(reference: str) -> DataSubjectRequest:
@@ -114,10 +76,10 @@ def _show_request(
     extend_form: ExtendForm | None = None,
 ) -> str:
     """Render the request page; a form that was just refused keeps what the DPO typed."""
-    plans, problem, form = {}, None, None
+    plans, held, problem, form = {}, {}, None, None
     if dsr.status == Status.VERIFIED:
         try:
-            plans = preview_plans(current_app.extensions["lethe.systems"], dsr)
+            plans, held = review_plans(db.session, current_app.extensions["lethe.systems"], dsr)
         except (ConfigError, ConnectorError) as exc:
             problem = str(exc)
         form = ApproveForm(formdata=None, plan_digest=plan_digest(plans))
@@ -153,10 +115,28 @@ def _show_request(
         "reason": unseal(dsr, dsr.reason_sealed),
         "feedback": unseal(dsr, dsr.feedback_sealed),
     }
+    holds = active_holds(db.session, dsr.identity_id)
+    hold_form = None
+    if dpo and dsr.status not in CLOSED and dsr.request_type == RequestType.ERASURE:
+        hold_form = RequestHoldForm(formdata=None, prefix="hold")
+        hold_choices(hold_form)
     return render_template(
         "admin/request.html",
         dsr=dsr,
         told=told,
+        identity_note=unseal(dsr, dsr.identity_note_sealed),
+        identity_method=IDENTITY_METHODS.get(dsr.identity_method or ""),
+        clock=clock_of(dsr),
+        can_pause=dpo and can_pause(dsr),
+        can_resume=dpo and open_pause(dsr) is not None and dsr.status not in CLOSED,
+        confirm=ConfirmForm(formdata=None),
+        holds=holds,
+        hold_form=hold_form,
+        hold_reason=hold_reason,
+        ground_label=ground_label,
+        grounds=retention_grounds(),
+        timeline=timeline_of(db.session, dsr.reference),
+        held=held,
         plans=plans,
         problem=problem,
         form=form,
@@ -184,16 +164,27 @@ def approve(reference: str):
     if not form.validate_on_submit() or dsr.status != Status.VERIFIED:
         flash("This request cannot be approved in its current state.")
         return redirect(url_for("admin.request_page", reference=reference))
+    erasure = dsr.request_type == RequestType.ERASURE
+    if erasure and (form.confirm_reference.data or "").strip().upper() != dsr.reference:
+        flash(f"Not approved: type {dsr.reference} to confirm an erasure, which cannot be undone.")
+        return redirect(url_for("admin.request_page", reference=reference))
     systems = current_app.extensions["lethe.systems"]
+    # Partial approval: a system the DPO keeps out, under an Art. 17(3) ground.
+    retained = {
+        name: ground
+        for name in systems.configs
+        if erasure and (ground := request.form.get(f"retain-{name}", ""))
+    }
     try:
-        plans = preview_plans(systems, dsr)
+        check_retained(retained, systems.configs)
+        plans, held = review_plans(db.session, systems, dsr)
         if plan_digest(plans) != form.plan_digest.data:
             flash(
                 "The data changed since you reviewed the plan. "
                 "Review the new plan and approve again."
             )
             return redirect(url_for("admin.request_page", reference=reference))
-        approve_request(db.session, dsr, current_user, systems, plans)
+        approve_request(db.session, dsr, current_user, systems, plans, retained=retained, held=held)
     except (ConfigError, ConnectorError, DomainError) as exc:
         db.session.rollback()
         flash(f"Not approved: {exc}")
@@ -296,3 +287,37 @@ def proof_pdf(proof_id: int):
             "Content-Disposition": f'attachment; filename="proof-{proof.request.reference}.pdf"'
         },
     )
+
+
+@bp.route("/requests/<reference>/pause", methods=["POST"])
+@roles_required(Role.DPO)
+def pause(reference: str):
+    """Stop the legal clock while the person is asked to prove who they are."""
+    dsr = _get_request(reference)
+    if ConfirmForm().validate_on_submit():
+        try:
+            pause_clock(db.session, dsr, current_user)
+        except DomainError as exc:
+            db.session.rollback()
+            flash(f"Not paused: {exc}.")
+        else:
+            db.session.commit()
+            flash("The clock is paused from today. Resume it when the information arrives.")
+    return redirect(url_for("admin.request_page", reference=reference))
+
+
+@bp.route("/requests/<reference>/resume", methods=["POST"])
+@roles_required(Role.DPO)
+def resume(reference: str):
+    """Restart the legal clock: the due date moves by the paused days."""
+    dsr = _get_request(reference)
+    if ConfirmForm().validate_on_submit():
+        try:
+            due = resume_clock(db.session, dsr, current_user)
+        except DomainError as exc:
+            db.session.rollback()
+            flash(f"Not resumed: {exc}.")
+        else:
+            db.session.commit()
+            flash(f"The clock runs again. The request is now due on {due.isoformat()}.")
+    return redirect(url_for("admin.request_page", reference=reference))

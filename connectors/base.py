@@ -153,6 +153,20 @@ class VerifyResult:
         return not any(self.remaining.values())
 
 
+#: The kinds of parameter a segment may take, and what staff enter for each.
+SEGMENT_PARAMETERS = {"before": "a date: the people whose date is before it"}
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A group of people a system can list, e.g. customers inactive since a date."""
+
+    name: str
+    label: str
+    #: A key of :data:`SEGMENT_PARAMETERS`, or None when the segment takes no parameter.
+    parameter: str | None = None
+
+
 @dataclass(frozen=True)
 class Record:
     """One exported record: where it came from and its fields."""
@@ -206,6 +220,19 @@ class Connector(abc.ABC):
             f"{self.system}: the {self.name} connector cannot stop marketing use by itself; "
             "stop it by hand in that system"
         )
+
+    def segments(self) -> list[SegmentInfo]:
+        """Return the groups of people this system can list; the default lists none."""
+        return []
+
+    def list_segment(self, name: str, params: Mapping[str, Any]) -> Iterator[Subject]:
+        """Yield every person in segment ``name``, streamed, never all of them at once.
+
+        ``params`` holds the segment's parameter under its kind, e.g. ``{"before": date}``.
+        People already erased (placeholders) are not listed.  A connector without segments
+        raises: an empty list would read as "nobody".
+        """
+        raise ConnectorError(f"{self.system}: the {self.name} connector cannot list segments")
 
     def close(self) -> None:
         """Release connections; the default holds none."""

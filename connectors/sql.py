@@ -27,11 +27,19 @@ from connectors.base import (
     Outcome,
     Plan,
     Record,
+    SegmentInfo,
     Subject,
     TablePlan,
     VerifyResult,
 )
-from connectors.sql_schema import Graph, Link, Settings, build_graph, parse_settings
+from connectors.sql_schema import (
+    Graph,
+    Link,
+    SegmentRule,
+    Settings,
+    build_graph,
+    parse_settings,
+)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -40,6 +48,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.create_function(
         "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
     )
+
+
+#: People read per query when listing a segment.
+SEGMENT_CHUNK = 1000
 
 
 def _json_value(value: Any) -> Any:
@@ -156,7 +168,32 @@ class SqlConnector(Connector):
                     f"tables.{table}.action",
                     f"{table} refers to itself through a NOT NULL column; anonymise it instead",
                 )
+        for segment in config.segments.values():
+            self._validate_segment(subject, segment)
         return graph
+
+    def _validate_segment(self, subject: sa.Table, segment: SegmentRule) -> None:
+        key = f"segments.{segment.name}"
+        if segment.table != subject.name:
+            # The person is known by the subject table's address; a segment elsewhere
+            # would list rows, not people.
+            raise ConfigError(
+                self.system, f"{key}.table", f"must be the subject table {subject.name!r}"
+            )
+        if segment.column not in subject.c:
+            raise ConfigError(
+                self.system, f"{key}.column", f"{subject.name} has no column {segment.column!r}"
+            )
+        if not isinstance(subject.c[segment.column].type, sa.Date | sa.DateTime):
+            raise ConfigError(
+                self.system,
+                f"{key}.column",
+                f"{subject.name}.{segment.column} is not a date or timestamp column",
+            )
+        if not list(subject.primary_key.columns):
+            raise ConfigError(
+                self.system, f"{key}.table", f"{subject.name} needs a primary key to be listed"
+            )
 
     def _validate_columns(self, table: sa.Table, methods: Mapping[str, str]) -> None:
         fk_columns = {c.name for fk in table.foreign_key_constraints for c in fk.columns}
@@ -448,6 +485,73 @@ class SqlConnector(Connector):
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "verifying") from None
         return VerifyResult(remaining)
+
+    # -- segments: groups of people staff can erase at once -------------------------------
+
+    def segments(self) -> list[SegmentInfo]:
+        """Return the segments ``systems.toml`` declares for this system."""
+        return [SegmentInfo(s.name, s.label, s.parameter) for s in self.config.segments.values()]
+
+    def list_segment(self, name: str, params: Mapping[str, Any]) -> Iterator[Subject]:
+        """Yield the people whose segment column is before the date given, in key order.
+
+        Rows are read in chunks by primary key, each chunk in its own short read, so that
+        no connection stays open (nor locks a SQLite file) while the caller works on the
+        people already listed, and no table is ever held in memory.
+        """
+        segment = self.config.segments.get(name)
+        if segment is None:
+            raise ConnectorError(f"{self.system}: no segment named {name!r} in systems.toml")
+        before = params.get(segment.parameter)
+        if not isinstance(before, dt.date) or isinstance(before, dt.datetime):
+            raise ConnectorError(
+                f"{self.system}: segment {name!r} needs a date as {segment.parameter!r}"
+            )
+        metadata, _graph = self.schema()
+        table = metadata.tables[segment.table]
+        column = table.c[segment.column]
+        bound: dt.date = before
+        if isinstance(column.type, sa.DateTime):
+            bound = dt.datetime.combine(before, dt.time.min)
+            if column.type.timezone:
+                bound = bound.replace(tzinfo=dt.UTC)
+        email = table.c[self.config.subject_columns[0]]
+        keys = list(table.primary_key.columns)
+        key = keys[0] if len(keys) == 1 else sa.tuple_(*keys)
+        query = (
+            sa.select(email, *keys)
+            .where(column < bound, email.is_not(None), email != "", *self._not_erased(table))
+            .order_by(*keys)
+            .limit(SEGMENT_CHUNK)
+        )
+        page = query
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(page).all()
+            except exc.SQLAlchemyError as error:
+                raise self._failure(error, "listing a segment") from None
+            for row in rows:
+                yield Subject(email=row[0])
+            if len(rows) < SEGMENT_CHUNK:
+                return
+            last = rows[-1][1:]
+            page = query.where(key > (last[0] if len(keys) == 1 else sa.tuple_(*last)))
+
+    def _not_erased(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
+        """Return conditions leaving out rows whose address erasure has already replaced."""
+        rule = self.config.tables.get(table.name)
+        if rule is None or rule.action != Action.ANONYMISE:
+            return []
+        conditions = []
+        for name in self.config.subject_columns:
+            method = rule.columns.get(name)
+            if method == "placeholder":
+                prefix, suffix = self._placeholder_parts(name)
+                conditions.append(sa.not_(table.c[name].like(f"{prefix}%{suffix}")))
+            elif method is not None and method.startswith("fixed:"):
+                conditions.append(table.c[name] != method.removeprefix("fixed:"))
+        return conditions
 
     def close(self) -> None:
         """Dispose of the engine's connections."""

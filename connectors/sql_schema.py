@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.base import Action, ConfigError
+from connectors.base import SEGMENT_PARAMETERS, Action, ConfigError
 
 MATCHES = ("exact", "case-insensitive")
 PLAIN_METHODS = ("null", "placeholder")
@@ -38,6 +38,18 @@ class MarketingRule:
 
 
 @dataclass(frozen=True)
+class SegmentRule:
+    """A group of people the connector can list: rows of a table whose date is before one given."""
+
+    name: str
+    label: str
+    table: str
+    column: str
+    #: The kind of parameter staff give (``connectors.base.SEGMENT_PARAMETERS``).
+    parameter: str
+
+
+@dataclass(frozen=True)
 class Settings:
     """The SQL connector's settings, validated for shape (not yet against a schema)."""
 
@@ -48,6 +60,7 @@ class Settings:
     tables: Mapping[str, TableRule]
     #: None: the configuration declares that this system does no direct marketing.
     marketing: MarketingRule | None = None
+    segments: Mapping[str, SegmentRule] = field(default_factory=dict)
 
 
 def _text(system: str, data: Mapping[str, Any], key: str, path: str) -> str:
@@ -74,10 +87,47 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> Settings:
     if not isinstance(raw_tables, dict) or not raw_tables:
         raise ConfigError(system, "tables", "required: one [systems.NAME.tables.TABLE] per table")
     tables = {name: _table_rule(system, name, rule) for name, rule in raw_tables.items()}
-    unknown = set(settings) - {"url", "subject", "tables", "marketing"}
+    unknown = set(settings) - {"url", "subject", "tables", "marketing", "segments"}
     if unknown:
         raise ConfigError(system, sorted(unknown)[0], "unknown setting of the sql connector")
-    return Settings(url, table, tuple(columns), match, tables, _marketing(system, settings))
+    return Settings(
+        url,
+        table,
+        tuple(columns),
+        match,
+        tables,
+        _marketing(system, settings),
+        _segments(system, settings.get("segments", {})),
+    )
+
+
+def _segments(system: str, raw: Any) -> dict[str, SegmentRule]:
+    if not isinstance(raw, dict):
+        raise ConfigError(system, "segments", "must be tables: [systems.NAME.segments.SEGMENT]")
+    segments = {}
+    for name, rule in raw.items():
+        path = f"segments.{name}"
+        if not isinstance(rule, dict):
+            raise ConfigError(system, path, "must be a table with label, table, column, parameter")
+        unknown = set(rule) - {"label", "table", "column", "parameter"}
+        if unknown:
+            raise ConfigError(system, f"{path}.{sorted(unknown)[0]}", "unknown setting")
+        parameter = rule.get("parameter")
+        if parameter not in SEGMENT_PARAMETERS:
+            raise ConfigError(
+                system,
+                f"{path}.parameter",
+                f"must be one of {', '.join(SEGMENT_PARAMETERS)} "
+                "(before: rows whose column is before the date staff enter)",
+            )
+        segments[name] = SegmentRule(
+            name,
+            _text(system, rule, "label", f"{path}.label"),
+            _text(system, rule, "table", f"{path}.table"),
+            _text(system, rule, "column", f"{path}.column"),
+            parameter,
+        )
+    return segments
 
 
 def _marketing(system: str, settings: Mapping[str, Any]) -> MarketingRule | None:

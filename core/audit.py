@@ -124,3 +124,14 @@ def chain_head(session: Session) -> tuple[int, str]:
         sa.select(AuditEvent).order_by(AuditEvent.position.desc()).limit(1)
     ).first()
     return (head.position, head.hash) if head else (0, GENESIS)
+
+
+def timeline_of(session: Session, reference: str) -> list[AuditEvent]:
+    """Return the audit events of one request, oldest first."""
+    return list(
+        session.scalars(
+            sa.select(AuditEvent)
+            .where(AuditEvent.reference == reference)
+            .order_by(AuditEvent.position)
+        )
+    )

@@ -20,6 +20,8 @@ from core.crypto import keyed_hash, normalise_email
 from core.extensions import db
 from core.models import Role, StaffUser
 from core.security import hash_password
+from core.staff import StaffError, create_staff, find_staff, unlock_staff
+from core.systems import check_systems
 
 
 def _fail(message: str) -> None:
@@ -36,17 +38,27 @@ def _fail(message: str) -> None:
 @with_appcontext
 def create_user(email: str, role: str, password: str | None) -> None:
     """Create a staff account."""
-    email = email.strip().lower()
-    if db.session.scalars(sa.select(StaffUser).where(StaffUser.email == email)).first():
-        _fail(f"a staff account for {email} already exists")
-    generated = password is None
-    password = password or secrets.token_urlsafe(12)
-    db.session.add(StaffUser(email=email, password_hash=hash_password(password), role=Role(role)))
-    record_event(db.session, "cli", "staff.created", role=role, staff=email)
+    try:
+        user, generated = create_staff(db.session, "cli", email, Role(role), password)
+    except StaffError as exc:
+        _fail(str(exc))
     db.session.commit()
-    click.echo(f"Created {role} account {email}.")
+    click.echo(f"Created {role} account {user.email}.")
     if generated:
-        click.echo(f"Password (shown once, store it now): {password}")
+        click.echo(f"Password (shown once, store it now): {generated}")
+
+
+@click.command("unlock-user")
+@click.option("--email", required=True, help="The staff member's sign-in address.")
+@with_appcontext
+def unlock_user(email: str) -> None:
+    """Lift the lock that repeated sign-in failures put on a staff account."""
+    user = find_staff(db.session, email)
+    if user is None:
+        _fail(f"there is no staff account for {email.strip().lower()}")
+    unlock_staff(db.session, "cli", user)
+    db.session.commit()
+    click.echo(f"Unlocked {user.email}; it can sign in again.")
 
 
 @click.group("systems")
@@ -62,17 +74,10 @@ def systems_check() -> None:
     if not len(systems):
         _fail(f"no systems configured in {current_app.config['SYSTEMS_FILE']}")
     failed = False
-    for system in systems:
-        try:
-            with systems.open(system.name) as connector:
-                result = connector.check()
-        except ConfigError as exc:
-            result_ok, message = False, str(exc)
-        else:
-            result_ok, message = result.ok, result.message
-        failed |= not result_ok
+    for check in check_systems(systems):
+        failed |= not check.ok
         click.echo(
-            f"{'ok  ' if result_ok else 'FAIL'} {system.name} ({system.connector}): {message}"
+            f"{'ok  ' if check.ok else 'FAIL'} {check.name} ({check.connector}): {check.message}"
         )
     if failed:
         sys.exit(1)
@@ -211,16 +216,94 @@ def demo_setup() -> None:
         click.secho(f"DPO account: {email}  password: {password}  (shown once)", fg="green")
 
 
+@click.group("report")
+def report_group() -> None:
+    """Export metrics reports."""
+
+
+@report_group.command("yearly")
+@click.option(
+    "--year", required=True, type=click.IntRange(1970, 9999), help="The calendar year, e.g. 2026."
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the CSV to this file instead of printing it.",
+)
+@with_appcontext
+def report_yearly(year: int, output: Path | None) -> None:
+    """Print the yearly metrics (CCPA §7102) of the requests received in YEAR, as CSV."""
+    from core.metrics import yearly_report, yearly_report_csv
+
+    text = yearly_report_csv(yearly_report(db.session, year))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8", newline="")
+    click.echo(f"Wrote the {year} report to {output}.", err=True)
+
+
+@click.command("remind-dpos")
+@click.option("--force", is_flag=True, help="Send even if today's digest has already gone out.")
+@with_appcontext
+def remind_dpos(force: bool) -> None:
+    """Email DPOs and admins today's digest of overdue and soon-due requests now."""
+    from core.reminders import Outcome, send_dpo_reminders
+
+    run = send_dpo_reminders(db.session, force=force, actor="cli")
+    counts = ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in (run.counts or {}).items())
+    messages = {
+        Outcome.SENT: f"Sent the digest of {run.day} ({counts}) to {run.sent} recipient(s).",
+        Outcome.ALREADY_SENT: f"The digest of {run.day} has already gone out; --force resends.",
+        Outcome.NOTHING_DUE: f"Nothing overdue or due within 7 days on {run.day}: no email.",
+    }
+    if run.outcome in messages:
+        click.echo(messages[run.outcome])
+    elif run.outcome == Outcome.NO_RECIPIENTS:
+        _fail(f"requests are due ({counts}) but there is no active DPO or admin to tell")
+    else:
+        _fail(f"the digest could not be sent to any of {run.failed} recipient(s); see the log")
+    if run.failed and run.outcome == Outcome.SENT:
+        _fail(f"{run.failed} recipient(s) could not be reached; see the log")
+
+
+@click.group("bulk")
+def bulk_group() -> None:
+    """Check the signed summaries of bulk erasures."""
+
+
+@bulk_group.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def bulk_verify(file: Path) -> None:
+    """Say whether a bulk erasure summary PDF is authentic and untouched."""
+    from core.bulk_summary import check_summary
+
+    check = check_summary(db.session, file.read_bytes())
+    if not check.authentic:
+        _fail("NOT AUTHENTIC: " + "; ".join(check.reasons))
+    click.echo(
+        f"authentic: {check.content['reference']}, {check.content['people']} people, "
+        f"signed by key {check.key_id}, fingerprint {check.fingerprint}"
+    )
+    for reason in check.reasons:
+        click.echo(f"  {reason}")
+
+
 def register_commands(group: click.Group) -> None:
     """Add Lethe's commands to a Flask CLI group."""
     for command in (
         create_user,
+        unlock_user,
         systems_group,
         deadline,
         audit_group,
         proof_group,
         worker,
         demo_group,
+        report_group,
+        remind_dpos,
+        bulk_group,
     ):
         group.add_command(command)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.deadlines import RULES
+
 #: Secrets generated once per development instance and kept in ``instance/secrets.json``.
 DEV_SECRETS = ("SECRET_KEY", "DATA_KEY", "HASH_KEY")
 #: Who the person may complain to when no authority is configured; emails translate it.
@@ -28,6 +30,50 @@ class ConfigurationError(RuntimeError):
 
 def _env(name: str, default: Any = None) -> Any:
     return os.environ.get(f"LETHE_{name}", default)
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw not in ("0", "1"):
+        raise ConfigurationError(f"LETHE_{name} must be 0 or 1, not {raw!r}")
+    return raw == "1"
+
+
+def _rule_name(name: str, value: str) -> str:
+    if value not in RULES:
+        raise ConfigurationError(
+            f"LETHE_{name}: unknown deadline rule {value!r}; use one of {', '.join(sorted(RULES))}"
+        )
+    return value
+
+
+_EU_EEA = (
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO"
+)
+#: The clock of each country whose law Lethe knows (EU/EEA: ``gdpr-eu``); others get the
+#: deployment's default.
+DEFAULT_COUNTRY_RULES = {
+    **dict.fromkeys(_EU_EEA.split(" "), "gdpr-eu"),
+    "GB": "uk-gdpr",
+    "US-CA": "ccpa",
+    "RU": "ru-152fz",
+    "CN": "cn-pipl",
+}
+
+
+def _country_rules(raw: str) -> dict[str, str]:
+    rules = dict(DEFAULT_COUNTRY_RULES)
+    for pair in filter(None, (part.strip() for part in raw.split(","))):
+        country, _, rule = pair.partition("=")
+        country = country.strip().upper()
+        if not country or not rule:
+            raise ConfigurationError(
+                f"LETHE_JURISDICTION_BY_COUNTRY: {pair!r} is not COUNTRY=rule (e.g. GB=uk-gdpr)"
+            )
+        rules[country] = _rule_name("JURISDICTION_BY_COUNTRY", rule.strip())
+    return rules
 
 
 def _int(name: str, default: int) -> int:
@@ -81,7 +127,12 @@ def load_config(instance: Path) -> dict[str, Any]:
         "SUPERVISORY_AUTHORITY_URL": _env(
             "SUPERVISORY_AUTHORITY_URL", DEFAULT_SUPERVISORY_AUTHORITY_URL
         ),
-        "JURISDICTION": _env("JURISDICTION", "gdpr-eu"),
+        "JURISDICTION": _rule_name("JURISDICTION", _env("JURISDICTION", "gdpr-eu")),
+        # Where the person lives picks the clock when staff record it: COUNTRY=rule pairs
+        # added to (or replacing) the built-in map.
+        "JURISDICTION_BY_COUNTRY": _country_rules(_env("JURISDICTION_BY_COUNTRY", "")),
+        # Pausing the clock while identity is being checked (deadlines.md rule 5).
+        "ALLOW_PAUSE": _flag("ALLOW_PAUSE", True),
         "HOLIDAY_COUNTRY": _env("HOLIDAY_COUNTRY"),
         "HOLIDAY_SUBDIVISION": _env("HOLIDAY_SUBDIVISION"),
         "VERIFY_LINK_DAYS": _int("VERIFY_LINK_DAYS", 7),
@@ -92,13 +143,25 @@ def load_config(instance: Path) -> dict[str, Any]:
         "EXPORT_LINK_DAYS": _int("EXPORT_LINK_DAYS", 7),
         "EXPORT_MAX_DOWNLOADS": _int("EXPORT_MAX_DOWNLOADS", 5),
         "COOLING_OFF_MINUTES": _int("COOLING_OFF_MINUTES", 3 * 24 * 60),
+        # Bulk erasure: the largest CSV of addresses staff may upload, in bytes and in rows.
+        "BULK_MAX_BYTES": _int("BULK_MAX_BYTES", 5 * 1024 * 1024),
+        "BULK_MAX_ROWS": _int("BULK_MAX_ROWS", 100_000),
         "TIMEZONE": _env("TIMEZONE", "Europe/Dublin"),
+        # The hour (0-23, controller's time zone) of the DPO's daily digest of due requests.
+        "REMINDER_HOUR": _int("REMINDER_HOUR", 8),
         "RUN_JOBS_INLINE": _env("RUN_JOBS_INLINE", "0") == "1",
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_SECURE": production,
+        # Staff sign-in: failures in a row before a lock, and for how long; two-factor for
+        # admins; when an idle or long session ends.
+        "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5),
+        "LOGIN_LOCKOUT_MINUTES": _int("LOGIN_LOCKOUT_MINUTES", 15),
+        "TOTP_REQUIRED_FOR_ADMIN": _flag("TOTP_REQUIRED_FOR_ADMIN", False),
+        "STAFF_IDLE_MINUTES": _int("STAFF_IDLE_MINUTES", 30),
+        "STAFF_SESSION_HOURS": _int("STAFF_SESSION_HOURS", 12),
         "WTF_CSRF_TIME_LIMIT": None,
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         # Rate limits are counted here; share one Redis between web servers in production.
@@ -126,6 +189,10 @@ def load_config(instance: Path) -> dict[str, Any]:
         raise ConfigurationError(
             f"LETHE_TIMEZONE {config['TIMEZONE']!r} is not a time zone name such as Europe/Berlin"
         ) from None
+    if not 0 <= config["REMINDER_HOUR"] <= 23:
+        raise ConfigurationError(
+            f"LETHE_REMINDER_HOUR must be an hour from 0 to 23, not {config['REMINDER_HOUR']}"
+        )
     for name in ("DATA_KEY", "HASH_KEY"):
         try:
             if len(bytes.fromhex(config[name])) != 32:

@@ -8,8 +8,7 @@ knows. The staff's free-text note may mention the person: it is sealed like the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date
 
 from flask import current_app
 from flask_babel import LazyString
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from core import deadlines
 from core.audit import record_event
+from core.clock import pauses_of, today
 from core.config import DEFAULT_SUPERVISORY_AUTHORITY
 from core.lifecycle import CLOSED, transition
 from core.models import DataSubjectRequest, RequestType, StaffUser, Status, utcnow
@@ -203,14 +203,11 @@ def deny_request(
     transition(session, request, Status.DENIED, actor=f"staff:{staff.email}", reason=ground.code)
 
 
-def _today() -> date:
-    return datetime.now(ZoneInfo(current_app.config["TIMEZONE"])).date()
-
-
 def _clock(request: DataSubjectRequest) -> dict[str, object]:
     return {
         "country": request.holiday_country,
         "subdivision": request.holiday_subdivision,
+        "pauses": pauses_of(request, today()),
     }
 
 
@@ -221,7 +218,7 @@ def can_extend_request(request: DataSubjectRequest) -> bool:
         and request.extended_at is None
         and request.extended_due_on is None
         and deadlines.can_extend(
-            request.jurisdiction, received_on(request).date(), _today(), **_clock(request)
+            request.jurisdiction, received_on(request).date(), today(), **_clock(request)
         )
     )
 

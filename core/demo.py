@@ -87,6 +87,8 @@ def _schema() -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
         sa.Column("city", sa.String(80)),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("marketing_opt_in", sa.Boolean, nullable=False, default=True),
+        # Lists the "inactive since a date" segment that bulk erasure can pick.
+        sa.Column("last_login_at", sa.DateTime),
     )
     orders = sa.Table(
         "orders",
@@ -109,6 +111,20 @@ def _schema() -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
     return metadata, customers, orders, tickets
 
 
+#: The demo's quiet customers last signed in before this day (and no one else did).
+INACTIVE_BEFORE = datetime(2025, 1, 1)  # noqa: DTZ001  (the CRM stores naive local times)
+
+
+def _last_login(rng: random.Random, created_at: datetime, *, quiet: bool) -> datetime:
+    """Return a sign-in after ``created_at``; a quiet customer's is before INACTIVE_BEFORE."""
+    if quiet and created_at < INACTIVE_BEFORE - timedelta(days=30):
+        # Signed in for a while after creating the account, then never again.
+        days = min((INACTIVE_BEFORE - created_at).days - 1, 90)
+        return created_at + timedelta(days=rng.randint(1, days), minutes=rng.randint(0, 1439))
+    recent = datetime(2025, 6, 1) + timedelta(days=rng.randint(0, 180))  # noqa: DTZ001
+    return max(recent, created_at + timedelta(days=1))
+
+
 def create_demo_crm(url: str, *, seed: int = 7, extra_customers: int = 37) -> int:
     """(Re)create the demo CRM in the database at ``url``; return the number of customers."""
     rng = random.Random(seed)  # noqa: S311  (demo data, not a secret)
@@ -120,6 +136,8 @@ def create_demo_crm(url: str, *, seed: int = 7, extra_customers: int = 37) -> in
             (f"customer{n + 1:03d}@example.org", f"{given} {family}", rng.choice(_CITIES))
         )
     start = datetime(2024, 1, 1)  # noqa: DTZ001  (the CRM stores naive local times)
+    # Sign-ins come from their own generator so the rest of the data stays as it was.
+    activity = random.Random(seed + 1)  # noqa: S311  (demo data, not a secret)
     customer_rows, order_rows, ticket_rows = [], [], []
     for cid, (email, name, city) in enumerate(people, start=1):
         documented = cid <= len(DOCUMENTED)
@@ -133,6 +151,9 @@ def create_demo_crm(url: str, *, seed: int = 7, extra_customers: int = 37) -> in
                 "created_at": start + timedelta(days=rng.randint(0, 600)),
                 "marketing_opt_in": documented or rng.random() < 0.6,  # noqa: S311
             }
+        )
+        customer_rows[-1]["last_login_at"] = _last_login(
+            activity, customer_rows[-1]["created_at"], quiet=not documented and cid % 2 == 0
         )
         for _ in range(rng.randint(2 if documented else 0, 5)):
             order_rows.append(
@@ -210,6 +231,14 @@ city = "null"
 [systems.crm.marketing]
 table = "customers"
 set = {{ marketing_opt_in = false }}
+
+# Groups of people staff can erase at once (Bulk erasure on the staff side): here, the
+# customers whose last sign-in is before the date staff enter. Try 2025-01-01.
+[systems.crm.segments.inactive]
+label = "Customers inactive since a date"
+table = "customers"
+column = "last_login_at"            # a date or timestamp column of the subject table
+parameter = "before"                # staff enter a date; rows before it are listed
 
 # What the person is told about this system in their copy of their data (Art. 15(1)).
 [systems.crm.disclosure]

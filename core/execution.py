@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from connectors.base import ConnectorError, Outcome, Plan
 from core.audit import record_event
+from core.holds import active_holds, hold_note, hold_on
 from core.lifecycle import transition
 from core.models import DataSubjectRequest, RequestType, RunStatus, Status, SystemRun, utcnow
-from core.operations import subject_of
+from core.operations import retain_plan, subject_of
 from core.systems import Systems
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,15 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
         return
     if request.request_type == RequestType.OBJECTION:
         _stop_marketing(session, systems, run)
+        return
+    if run.retained_ground is None:
+        # A hold placed after approval (during the cooling-off period) still keeps the data.
+        hold = hold_on(active_holds(session, request.identity_id), run.system)
+        if hold is not None:
+            run.hold, run.retained_ground = hold, hold.ground
+            run.plan = retain_plan(Plan.from_dict(run.plan), hold.ground, hold_note(hold)).to_dict()
+    if run.retained_ground is not None:
+        finish_run(session, run, RunStatus.RETAINED, f"kept under {run.retained_ground}")
         return
     plan = Plan.from_dict(run.plan)
     try:

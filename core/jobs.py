@@ -9,12 +9,17 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task, shared_task
+from celery.schedules import crontab
 from flask import Flask, current_app
 
+from connectors.base import ConfigError, ConnectorError
+from core.bulk_run import can_start, lock_batch, note_start_problem, start_members
+from core.bulk_run import close_if_finished as close_batch_if_finished
+from core.clock import today
 from core.execution import FINISHED, close_if_finished, execute_run, lock_request, mark_running
 from core.exports import answer_export, build_export, check_renewable, purge_expired_exports
 from core.extensions import db
-from core.models import DataSubjectRequest, RequestType, Status, SystemRun
+from core.models import Channel, DataSubjectRequest, ErasureBatch, RequestType, Status, SystemRun
 from core.notify import notify_subject, send_export_ready, send_verification
 from core.operations import (
     DomainError,
@@ -24,6 +29,8 @@ from core.operations import (
     start_erasure,
 )
 from core.proof_issue import issue_proof_for
+from core.queue import refresh_paused_clocks
+from core.reminders import send_dpo_reminders
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,15 @@ def init_celery(app: Flask) -> Celery:
             "start-due-erasures": {"task": "core.jobs.start_due_erasures", "schedule": 15.0},
             "remind-and-expire": {"task": "core.jobs.remind_and_expire", "schedule": 600.0},
             "purge-exports": {"task": "core.jobs.purge_exports", "schedule": 3600.0},
+            # The DPO's digest at the configured hour; the later hours only catch up a day
+            # whose digest has not gone out (the scheduler was down, or mail failed).
+            "remind-dpos": {
+                "task": "core.jobs.remind_dpos",
+                "schedule": crontab(minute=0, hour=f"{app.config['REMINDER_HOUR']}-23"),
+            },
         },
+        # Crontab hours are the controller's, like every date the DPO sees.
+        timezone=app.config["TIMEZONE"],
         beat_schedule_filename=str(app.config["INSTANCE"] / "celerybeat-schedule"),
         include=["core.jobs"],
     )
@@ -131,6 +146,8 @@ def run_system(run_id: int) -> None:
     closed = close_if_finished(db.session, request)
     db.session.commit()
     if not closed or request.status == Status.FAILED:
+        if closed and request.batch_id is not None:
+            close_batch.delay(request.batch_id)  # a failed erasure owes no proof
         return
     if request.request_type == RequestType.ERASURE:
         issue_proof.delay(request.id)
@@ -146,13 +163,21 @@ def issue_proof(request_id: int) -> None:
         return
     issue_proof_for(db.session, request)
     db.session.commit()
+    if request.channel == Channel.BULK:
+        # The controller decided on a bulk erasure: nobody asked, so nobody is emailed.
+        close_batch.delay(request.batch_id)
+        return
     notify_subject(request, "completed")
 
 
 @shared_task(name="core.jobs.remind_and_expire")
 def remind_and_expire() -> tuple[int, int]:
-    """Remind people who have not confirmed after a day; expire links never used."""
+    """Remind people who have not confirmed after a day; expire links never used.
+
+    Also moves the stored due dates of paused requests, so the queue sorts them right.
+    """
     expired = expire_unverified(db.session)
+    refresh_paused_clocks(db.session, today())
     db.session.commit()
     reminded = 0
     for request in due_for_reminder(db.session):
@@ -160,3 +185,38 @@ def remind_and_expire() -> tuple[int, int]:
         db.session.commit()  # one by one: a mail failure must not resend the others
         reminded += 1
     return reminded, len(expired)
+
+
+@shared_task(name="core.jobs.remind_dpos")
+def remind_dpos() -> str:
+    """Email DPOs and admins today's digest of overdue and soon-due requests, once a day."""
+    return str(send_dpo_reminders(db.session).outcome)
+
+
+@shared_task(name="core.jobs.start_batch")
+def start_batch(batch_id: int) -> None:
+    """Create one erasure per person of an approved bulk erasure, chunk by chunk, and run them."""
+    batch = db.session.get(ErasureBatch, batch_id)
+    if batch is None or not can_start(batch):
+        return
+    try:
+        for run_ids in start_members(db.session, systems(), batch):
+            db.session.commit()  # each chunk stands on its own: a later failure resumes here
+            for run_id in run_ids:
+                run_system.delay(run_id)
+    except (ConfigError, ConnectorError, DomainError) as exc:
+        db.session.rollback()
+        note_start_problem(db.session, batch, str(exc))
+        db.session.commit()
+        return
+    db.session.commit()
+    close_batch.delay(batch_id)  # every run may already have finished
+
+
+@shared_task(name="core.jobs.close_batch")
+def close_batch(batch_id: int) -> None:
+    """Give a bulk erasure its outcome and signed summary once every person is done."""
+    batch = lock_batch(db.session, batch_id)
+    if batch is not None:
+        close_batch_if_finished(db.session, batch)
+    db.session.commit()

@@ -6,6 +6,8 @@ import hashlib
 import json
 import secrets
 import unicodedata
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,13 +15,15 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from connectors.base import Plan, Subject
+from connectors.base import Action, Plan, Subject
 from core import deadlines
 from core.audit import record_event
 from core.crypto import decrypt, encrypt, keyed_hash, normalise_email
 from core.lifecycle import CLOSED, transition
 from core.models import (
+    Channel,
     DataSubjectRequest,
+    LegalHold,
     RequestType,
     RunStatus,
     StaffUser,
@@ -29,6 +33,15 @@ from core.models import (
     utcnow,
 )
 from core.systems import Systems
+
+#: Why a person may say they ask, from the portal's optional list (dashboard counts them).
+SUBJECT_REASONS = (
+    "no-longer-used",
+    "too-many-messages",
+    "privacy-concern",
+    "security-concern",
+    "other",
+)
 
 #: Crockford's base32 without I, L, O, U: references read aloud over the phone.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -106,6 +119,13 @@ def unseal(request: DataSubjectRequest, sealed: bytes | None) -> str:
     return decrypt(_key("DATA_KEY"), sealed, request.reference.encode())
 
 
+def seal_identity_email(identity: SubjectIdentity, email: str) -> None:
+    """Keep the person's address, encrypted, on their identity."""
+    # Kept as typed (a mailbox may care about case); the lookup hash is normalised.
+    typed = unicodedata.normalize("NFC", email).strip()
+    identity.email_sealed = encrypt(_key("DATA_KEY"), typed, identity.email_hash.encode())
+
+
 def submit_request(
     session: Session,
     email: str,
@@ -114,12 +134,19 @@ def submit_request(
     *,
     customer_number: str | None = None,
     reason: str | None = None,
+    reason_code: str | None = None,
+    received_at: datetime | None = None,
+    jurisdiction: str | None = None,
+    channel: Channel = Channel.PORTAL,
+    created_by: StaffUser | None = None,
+    subject_country: str | None = None,
 ) -> tuple[DataSubjectRequest, bool]:
     """Record a request, or join the person's open one; return it and whether it is new.
 
-    The legal clock of a new request starts now, before anyone reads it.  The customer
-    number helps staff find the person; it is never used to find data without them, since
-    anyone could type someone else's.
+    The legal clock of a new request starts now, before anyone reads it — or, for one
+    that staff record from another channel, when it really reached us (``received_at``).
+    The customer number helps staff find the person; it is never used to find data without
+    them, since anyone could type someone else's.
     """
     config = current_app.config
     email_hash = hash_email(email)
@@ -130,12 +157,11 @@ def submit_request(
         identity = SubjectIdentity(email_hash=email_hash)
         session.add(identity)
     elif (existing := find_open_request(session, identity, request_type)) is not None:
-        record_event(session, "subject", "request.joined", existing.reference)
+        actor = f"staff:{created_by.email}" if created_by else "subject"
+        record_event(session, actor, "request.joined", existing.reference, channel=str(channel))
         return existing, False
     if identity.email_sealed is None:
-        # Kept as typed (a mailbox may care about case); the lookup hash is normalised.
-        typed = unicodedata.normalize("NFC", email).strip()
-        identity.email_sealed = encrypt(_key("DATA_KEY"), typed, email_hash.encode())
+        seal_identity_email(identity, email)
     now = utcnow()
     request = DataSubjectRequest(
         reference=new_reference(),
@@ -143,12 +169,16 @@ def submit_request(
         status=Status.SUBMITTED,
         identity=identity,
         language=language,
-        jurisdiction=config["JURISDICTION"],
+        jurisdiction=jurisdiction or config["JURISDICTION"],
         holiday_country=config["HOLIDAY_COUNTRY"],
         holiday_subdivision=config["HOLIDAY_SUBDIVISION"],
-        received_at=now,
+        received_at=received_at or now,
         verify_nonce=secrets.token_hex(16),
         status_changed_at=now,
+        channel=channel,
+        created_by=created_by,
+        subject_country=subject_country,
+        reason_code=reason_code if reason_code in SUBJECT_REASONS else None,
     )
     request.customer_number_sealed = seal(request, customer_number)
     request.reason_sealed = seal(request, reason)
@@ -162,11 +192,13 @@ def submit_request(
     session.flush()
     record_event(
         session,
-        "subject",
+        f"staff:{created_by.email}" if created_by else "subject",
         "request.submitted",
         request.reference,
         type=str(request_type),
+        channel=str(channel),
         jurisdiction=request.jurisdiction,
+        received_at=request.received_at.isoformat(),
         due_on=request.due_on.isoformat(),
     )
     return request, True
@@ -205,7 +237,9 @@ def expire_unverified(session: Session) -> list[DataSubjectRequest]:
         session.scalars(
             sa.select(DataSubjectRequest).where(
                 DataSubjectRequest.status == Status.SUBMITTED,
-                DataSubjectRequest.received_at < limit,
+                # A request staff record late (a letter) gets its full week from the email.
+                sa.func.coalesce(DataSubjectRequest.verify_sent_at, DataSubjectRequest.received_at)
+                < limit,
             )
         )
     )
@@ -247,20 +281,42 @@ def preview_plans(systems: Systems, request: DataSubjectRequest) -> dict[str, Pl
     return plans
 
 
+def retain_plan(plan: Plan, ground: str, note: str) -> Plan:
+    """Return ``plan`` with every step turned into "retain" under ``ground``."""
+    steps = [
+        replace(step, action=Action.RETAIN, columns={}, ground=ground, note=note)
+        for step in plan.steps
+    ]
+    return replace(plan, steps=steps)
+
+
 def approve_request(
     session: Session,
     request: DataSubjectRequest,
     staff: StaffUser,
     systems: Systems,
     plans: dict[str, Plan],
+    *,
+    retained: Mapping[str, str] | None = None,
+    held: Mapping[str, LegalHold] | None = None,
 ) -> None:
-    """Approve erasure along ``plans``; it starts when the cooling-off period ends."""
+    """Approve erasure along ``plans``; it starts when the cooling-off period ends.
+
+    ``retained`` keeps systems out of this erasure under an Art. 17(3) ground (partial
+    approval); ``held`` names the systems a legal hold keeps (their plans already retain).
+    """
     if not len(systems):
         raise DomainError("no systems are configured: there is nothing to erase from")
     if set(plans) != {system.name for system in systems}:
         raise DomainError("the plan does not cover every configured system")
+    retained, held = dict(retained or {}), dict(held or {})
     for system in systems:
-        plan = plans[system.name]
+        plan, ground, hold = plans[system.name], None, held.get(system.name)
+        if hold is not None:
+            ground = hold.ground
+        elif system.name in retained:
+            ground = retained[system.name]
+            plan = retain_plan(plan, ground, "kept by the DPO's decision")
         cls = systems.classes[system.connector]
         session.add(
             SystemRun(
@@ -272,6 +328,8 @@ def approve_request(
                 plan=plan.to_dict(),
                 rows_before=plan.total_rows,
                 status=RunStatus.PLANNED,
+                retained_ground=ground,
+                hold=hold,
             )
         )
     now = utcnow()
@@ -290,6 +348,7 @@ def approve_request(
         actor=f"staff:{staff.email}",
         plan=plan_digest(plans),
         cooling_off_until=request.cooling_off_until.isoformat(),
+        retained={**retained, **{name: hold.ground for name, hold in held.items()}},
     )
 
 

@@ -129,19 +129,27 @@ def render_proof_pdf(
             signature_name=SIGNATURE_NAME,
         )
     )
+    return write_signed_pdf(html, canonical, signature_doc, "this proof")
+
+
+def write_signed_pdf(html: str, canonical: bytes, signature_doc: str, what: str) -> bytes:
+    """Render ``html`` to PDF with the signed JSON and its signature attached.
+
+    WeasyPrint fetches nothing: no file, no remote URL.
+    """
     fetcher = RefusingFetcher()
     attachments = [
         Attachment(
             string=canonical,
             name=CONTENT_NAME,
             url_fetcher=fetcher,
-            description="Signed content of this proof (canonical JSON)",
+            description=f"Signed content of {what} (canonical JSON)",
         ),
         Attachment(
             string=signature_doc.encode("ascii"),
             name=SIGNATURE_NAME,
             url_fetcher=fetcher,
-            description="Ed25519 signature of proof.json",
+            description=f"Ed25519 signature of {CONTENT_NAME}",
         ),
     ]
     return HTML(string=html, url_fetcher=fetcher, base_url="about:blank").write_pdf(

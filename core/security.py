@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Flask, Response, abort
+from flask import Flask, Response, abort, current_app
 from flask_login import current_user, login_required
 
 from core.extensions import db, login_manager
@@ -52,6 +55,30 @@ def roles_required(*roles: Role) -> Callable[[Callable[..., Any]], Callable[...,
     return decorator
 
 
+def credentials_stamp(user: StaffUser) -> str:
+    """Return a digest of the credentials of ``user``; it changes when they change."""
+    # Kept in the session cookie: a new password or a reset two-factor ends every other
+    # session of the account. Keyed, so the cookie says nothing about the password hash.
+    enabled = user.totp_enabled_at
+    material = f"{user.password_hash}|{int(enabled.timestamp()) if enabled else ''}".encode()
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, material, hashlib.sha256).hexdigest()[:32]
+
+
+def session_end_reason(
+    signed_in_at: datetime | None, seen_at: datetime | None, now: datetime
+) -> str | None:
+    """Return why a staff session is over — "idle" or "expired" — or None while it lasts."""
+    if signed_in_at is None or seen_at is None:
+        return "expired"
+    config = current_app.config
+    if now - signed_in_at >= timedelta(hours=config["STAFF_SESSION_HOURS"]):
+        return "expired"
+    if now - seen_at >= timedelta(minutes=config["STAFF_IDLE_MINUTES"]):
+        return "idle"
+    return None
+
+
 def _load_user(user_id: str) -> StaffUser | None:
     return db.session.get(StaffUser, int(user_id))
 
@@ -68,6 +95,7 @@ def _headers(response: Response) -> Response:
 def init_security(app: Flask) -> None:
     """Wire the user loader and the security headers into ``app``."""
     login_manager.user_loader(_load_user)
+    login_manager.login_message = "Sign in to see this page."
     app.after_request(_headers)
     if app.config["LETHE_ENV"] == "production":
         app.after_request(_hsts)

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from connectors.base import ConfigError, Connector
+from connectors.base import ConfigError, Connector, ConnectorError
 
 ENTRY_POINT_GROUP = "lethe.connectors"
 #: Keys of a system's table that Lethe itself reads; the rest belong to the connector.
@@ -144,3 +144,33 @@ def load_systems(path: Path) -> Systems:
             raise ConfigError(exc.system, exc.key, exc.problem, file) from None
         configs[name] = config
     return Systems(path, configs, classes)
+
+
+@dataclass(frozen=True)
+class SystemCheck:
+    """The outcome of reaching one configured system."""
+
+    name: str
+    label: str
+    connector: str
+    ok: bool
+    message: str
+
+
+def check_systems(systems: Systems) -> list[SystemCheck]:
+    """Reach every system and validate its configuration against the real schema."""
+    results = []
+    for system in systems:
+        try:
+            with systems.open(system.name) as connector:
+                result = connector.check()
+        except ConfigError as exc:
+            # A key checked against the real schema is wrong in this file: say which file.
+            file = exc.file or str(systems.file)
+            ok, message = False, str(ConfigError(exc.system, exc.key, exc.problem, file))
+        except ConnectorError as exc:
+            ok, message = False, str(exc)
+        else:
+            ok, message = result.ok, result.message
+        results.append(SystemCheck(system.name, system.label, system.connector, ok, message))
+    return results

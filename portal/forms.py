@@ -2,7 +2,7 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, RadioField, StringField, TextAreaField
+from wtforms import EmailField, HiddenField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional
 
@@ -38,6 +38,18 @@ class RequestForm(FlaskForm):
         _l("What would you like us to do?"),
         choices=REQUEST_CHOICES,
         validators=[DataRequired(message=_l("Please choose what you would like us to do."))],
+    )
+    reason_code = SelectField(
+        _l("Why are you asking? (optional)"),
+        choices=[
+            SelectChoice("", _l("I would rather not say")),
+            SelectChoice("no-longer-used", _l("I no longer use your service")),
+            SelectChoice("too-many-messages", _l("I get too many messages from you")),
+            SelectChoice("privacy-concern", _l("I am worried about my privacy")),
+            SelectChoice("security-concern", _l("I think my account or data was misused")),
+            SelectChoice("other", _l("Another reason")),
+        ],
+        validators=[Optional()],
     )
     reason = TextAreaField(
         _l("Anything you would like to tell us? (optional)"),

@@ -77,6 +77,7 @@ def index():
         str(get_locale()),
         customer_number=form.customer_number.data,
         reason=form.reason.data,
+        reason_code=form.reason_code.data or None,
     )
     db.session.commit()
     try:

@@ -59,10 +59,18 @@ def plan_digest_in(page_text: str) -> str:
     return re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]+)"', page_text)[1]
 
 
-def approve(staff: FlaskClient, reference: str) -> TestResponse:
-    """As signed-in staff, approve ``reference`` along the plan its page shows."""
+def approve(staff: FlaskClient, reference: str, **retained: str) -> TestResponse:
+    """As signed-in staff, approve ``reference`` along the plan its page shows.
+
+    ``retained`` keeps systems out of an erasure: ``crm="art17-3-b-legal-obligation"``.
+    """
     page = staff.get(f"/admin/requests/{reference}")
     return staff.post(
         f"/admin/requests/{reference}/approve",
-        data={"csrf_token": csrf_token(page.text), "plan_digest": plan_digest_in(page.text)},
+        data={
+            "csrf_token": csrf_token(page.text),
+            "plan_digest": plan_digest_in(page.text),
+            "confirm_reference": reference,
+            **{f"retain-{system}": ground for system, ground in retained.items()},
+        },
     )

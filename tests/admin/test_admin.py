@@ -75,6 +75,7 @@ def test_dpo_reviews_the_plan_approves_and_the_erasure_runs_with_proof(app, clie
                 r'value="([0-9a-f]+)"',
                 page.text,
             )[1],
+            "confirm_reference": reference,
         },
     )
     assert approve.status_code == 302
@@ -125,7 +126,11 @@ def test_approval_is_refused_when_the_data_changed_since_the_review(app, client,
     response = client.post(
         f"/admin/requests/{reference}/approve",
         follow_redirects=True,
-        data={"csrf_token": csrf_token(page.text), "plan_digest": digest},
+        data={
+            "csrf_token": csrf_token(page.text),
+            "plan_digest": digest,
+            "confirm_reference": reference,
+        },
     )
     assert "Review the new plan" in response.text
     with app.app_context():

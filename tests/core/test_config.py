@@ -41,3 +41,24 @@ def test_an_unknown_time_zone_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("LETHE_TIMEZONE", "Mars/Olympus_Mons")
     with pytest.raises(ConfigurationError, match="LETHE_TIMEZONE"):
         load_config(tmp_path)
+
+
+def test_the_country_map_adds_to_the_built_in_one_and_names_a_bad_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("LETHE_JURISDICTION_BY_COUNTRY", "ch=gdpr-eu, GB=gdpr-eu")
+    rules = load_config(tmp_path)["JURISDICTION_BY_COUNTRY"]
+    assert rules["CH"] == "gdpr-eu" and rules["GB"] == "gdpr-eu"  # added, and overridden
+    assert rules["US-CA"] == "ccpa" and rules["DE"] == "gdpr-eu"  # the built-in ones stay
+    for bad, named in (("CH", "COUNTRY=rule"), ("CH=gdpr", "unknown deadline rule 'gdpr'")):
+        monkeypatch.setenv("LETHE_JURISDICTION_BY_COUNTRY", bad)
+        with pytest.raises(ConfigurationError, match=named):
+            load_config(tmp_path)
+
+
+def test_an_unknown_default_jurisdiction_and_a_bad_flag_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("LETHE_JURISDICTION", "gdpr")
+    with pytest.raises(ConfigurationError, match="LETHE_JURISDICTION: unknown deadline rule"):
+        load_config(tmp_path)
+    monkeypatch.delenv("LETHE_JURISDICTION")
+    monkeypatch.setenv("LETHE_ALLOW_PAUSE", "yes")
+    with pytest.raises(ConfigurationError, match="LETHE_ALLOW_PAUSE must be 0 or 1"):
+        load_config(tmp_path)

@@ -113,7 +113,11 @@ def test_a_person_is_erased_end_to_end_with_a_verifiable_proof(live, crm_url, tm
     digest = re.search(r'name="plan_digest" type="hidden" value="([0-9a-f]+)"', page.text)[1]
     approved = staff.post(
         f"{base}/admin/requests/{reference}/approve",
-        data={"csrf_token": form_token(page.text), "plan_digest": digest},
+        data={
+            "csrf_token": form_token(page.text),
+            "plan_digest": digest,
+            "confirm_reference": reference,
+        },
     )
     assert "Approved" in approved.text
 
@@ -132,8 +136,9 @@ def test_a_person_is_erased_end_to_end_with_a_verifiable_proof(live, crm_url, tm
     engine.dispose()
     assert left == 0
 
-    done_mail = mailbox.wait_for(2)[1]
-    assert reference in done_mail["Subject"]
+    # Confirmation link, approval, completion: the last comes once the proof is issued.
+    done_mail = mailbox.wait_for(3)[2]
+    assert reference in done_mail["Subject"] and "complete" in done_mail["Subject"]
     page = staff.get(f"{base}/admin/requests/{reference}")
     proof_url = re.search(r'href="(/admin/proofs/\d+\.pdf)"', page.text)[1]
     pdf = staff.get(f"{base}{proof_url}").content

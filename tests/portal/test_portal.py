@@ -128,3 +128,11 @@ def test_submissions_are_rate_limited_per_address_with_a_friendly_page(app, clie
     submit(client, "bob@example.com")
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(DataSubjectRequest)) == 2
+
+
+def test_only_the_required_fields_are_marked_required(client):
+    page = client.get("/").text
+    fields = dict(re.findall(r'<(?:input|select|textarea)[^>]*name="(\w+)"([^>]*)>', page))
+    assert '="None"' not in page
+    required = {name for name, attrs in fields.items() if re.search(r"\brequired\b", attrs)}
+    assert required == {"email", "request_type"}

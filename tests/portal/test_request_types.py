@@ -166,3 +166,37 @@ def test_a_system_with_no_marketing_use_says_so_and_changes_nothing(app, client,
     engine.dispose()
     assert opted_in  # the system was not configured for marketing: nothing was touched
     assert "Not used for marketing" in client.get(status).text
+
+
+def test_the_person_may_say_why_from_a_short_list_and_the_dpo_sees_it(app, client):
+    page = client.get("/")
+    assert '<select id="reason_code" name="reason_code"' in page.text
+    confirm = client.post(
+        "/",
+        data={
+            "email": "alice@example.com",
+            "request_type": "erasure",
+            "reason_code": "too-many-messages",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert 'name="reason_code" value="too-many-messages"' in confirm.text  # carried along
+    odd = client.post(
+        "/",
+        data={
+            "email": "carol@example.com",
+            "request_type": "access",
+            "reason_code": "<script>",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert odd.status_code == 200 and "Not a valid choice" in odd.text  # asked again
+    submit(client, "alice@example.com", "erasure", reason_code="too-many-messages")
+    submit(client, "bob@example.com", "access")
+    with app.app_context():
+        codes = dict(
+            db.session.execute(
+                sa.select(DataSubjectRequest.request_type, DataSubjectRequest.reason_code)
+            ).all()
+        )
+    assert codes == {"erasure": "too-many-messages", "access": None}

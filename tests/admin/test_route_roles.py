@@ -1,0 +1,210 @@
+"""Every route says who may use it, and the app enforces it.
+
+To add a route: add its endpoint to ACCESS below — "public", "subject-link" (the signed
+link in a person's email is the key), or the set of staff roles allowed; when GET and POST
+differ, a dict per method. A route missing from the table fails the first test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+from flask import url_for
+from werkzeug.routing import IntegerConverter
+
+from core.extensions import db
+from core.models import DataSubjectRequest, Role, StaffUser
+from core.security import hash_password
+from tests.conftest import DPO_EMAIL, DPO_PASSWORD, csrf_token
+from tests.flows import login, submit, verify_latest
+
+PUBLIC = "public"
+SUBJECT_LINK = "subject-link"
+ALL_STAFF = frozenset(Role)
+#: Admins pass every role check, so they appear in every staff set.
+DECIDERS = frozenset({Role.ADMIN, Role.DPO})
+PREPARERS = frozenset({Role.ADMIN, Role.DPO, Role.OPERATOR})
+REPORT_READERS = frozenset({Role.ADMIN, Role.DPO, Role.AUDITOR})
+ADMINS = frozenset({Role.ADMIN})
+
+ACCESS: dict[str, object] = {
+    "static": PUBLIC,
+    # The portal.
+    "portal.index": PUBLIC,
+    "portal.submitted": PUBLIC,
+    "portal.verify": SUBJECT_LINK,
+    "portal.status": SUBJECT_LINK,
+    "portal.feedback": SUBJECT_LINK,
+    "portal.download": SUBJECT_LINK,
+    "portal.renew": SUBJECT_LINK,
+    "portal.resend": SUBJECT_LINK,
+    "portal.cancel": SUBJECT_LINK,
+    # Signing in and one's own account.
+    "admin.login": PUBLIC,
+    "admin.login_code": PUBLIC,
+    "admin.logout": PUBLIC,
+    "admin.account": ALL_STAFF,
+    "admin.change_own_password": ALL_STAFF,
+    "admin.two_factor": ALL_STAFF,
+    "admin.two_factor_off": ALL_STAFF,
+    # Staff accounts.
+    "admin.users": ADMINS,
+    "admin.systems_page": ADMINS,
+    "admin.create_user": ADMINS,
+    "admin.user_role": ADMINS,
+    "admin.user_active": ADMINS,
+    "admin.user_unlock": ADMINS,
+    "admin.user_reset_two_factor": ADMINS,
+    # Requests.
+    "admin.queue": ALL_STAFF,
+    "admin.dashboard": ALL_STAFF,
+    "admin.yearly_csv": REPORT_READERS,
+    "admin.request_page": ALL_STAFF,
+    "admin.new_request": PREPARERS,
+    "admin.approve": DECIDERS,
+    "admin.deny": DECIDERS,
+    "admin.extend": DECIDERS,
+    "admin.pause": DECIDERS,
+    "admin.resume": DECIDERS,
+    "admin.proof_pdf": ALL_STAFF,
+    # Legal holds.
+    "admin.holds": {"GET": ALL_STAFF, "POST": DECIDERS},
+    "admin.hold_request_subject": DECIDERS,
+    "admin.release": DECIDERS,
+    # Bulk erasure.
+    "admin.bulk_list": ALL_STAFF,
+    "admin.bulk_new": PREPARERS,
+    "admin.bulk_upload": PREPARERS,
+    "admin.bulk_segment": PREPARERS,
+    "admin.bulk_batch": ALL_STAFF,
+    "admin.bulk_approve": DECIDERS,
+    "admin.bulk_discard": PREPARERS,
+    "admin.bulk_resume": DECIDERS,
+    "admin.bulk_summary": ALL_STAFF,
+}
+
+PASSWORDS = {
+    Role.ADMIN: ("admin@example.com", "admin password, long"),
+    Role.DPO: (DPO_EMAIL, DPO_PASSWORD),
+    Role.OPERATOR: ("operator@example.com", "operator password, long"),
+    Role.AUDITOR: ("auditor@example.com", "auditor password, long"),
+}
+
+
+def routes(app) -> list[tuple[str, str, object]]:
+    """Return (endpoint, method, access) for every route and method of the app."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        access = ACCESS.get(rule.endpoint)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            found.append(
+                (rule.endpoint, method, access.get(method) if isinstance(access, dict) else access)
+            )
+    return found
+
+
+def test_every_route_is_classified(app):
+    missing = sorted({endpoint for endpoint, _, access in routes(app) if access is None})
+    assert not missing, (
+        "These endpoints are not in ACCESS of tests/admin/test_route_roles.py; say who may "
+        "use them (public, subject-link, or a set of staff roles): " + ", ".join(missing)
+    )
+
+
+def snapshot() -> str:
+    """Return a digest of every row of every table: it changes if anything is written."""
+    digest = hashlib.sha256()
+    for table in db.metadata.sorted_tables:
+        rows = db.session.execute(sa.select(table)).all()
+        digest.update(repr((table.name, sorted(map(repr, rows)))).encode())
+    return digest.hexdigest()
+
+
+def url_of(app, endpoint: str, samples: dict[str, object]) -> str:
+    rule = next(r for r in app.url_map.iter_rules() if r.endpoint == endpoint)
+    values = {}
+    for name in rule.arguments:
+        if name in samples:
+            values[name] = samples[name]
+        elif isinstance(rule._converters[name], IntegerConverter):
+            values[name] = 999_999
+        else:
+            values[name] = "UNKNOWN"
+    with app.test_request_context():
+        return url_for(endpoint, **values)
+
+
+def fetch(client, method: str, url: str, token: str | None = None) -> tuple[int, str]:
+    """Return the status and the redirect path (if any) of one request, closed at once."""
+    data = {"csrf_token": token} if token else None
+    with client.open(url, method=method, data=data) as response:
+        return response.status_code, urlsplit(response.headers.get("Location", "")).path
+
+
+@pytest.fixture
+def signed_in(app, client):
+    """Return a signed-in client per role, and sample values for the routes' arguments."""
+    submit(client, "alice@example.com")
+    verify_latest(app, client)
+    with app.app_context():
+        for role, (email, password) in PASSWORDS.items():
+            if role != Role.DPO:
+                db.session.add(
+                    StaffUser(email=email, role=role, password_hash=hash_password(password))
+                )
+        target = StaffUser(
+            email="target@example.com", role=Role.OPERATOR, password_hash=hash_password("x" * 16)
+        )
+        db.session.add(target)
+        db.session.commit()
+        samples = {
+            "reference": db.session.scalars(sa.select(DataSubjectRequest.reference)).one(),
+            "user_id": target.id,
+            "filename": "lethe.css",
+        }
+    clients = {}
+    for number, (role, (email, password)) in enumerate(PASSWORDS.items()):
+        staff = app.test_client()
+        staff.environ_base["REMOTE_ADDR"] = f"192.0.2.{20 + number}"  # apart for rate limits
+        login(staff, email, password)
+        clients[role] = staff
+    return clients, samples
+
+
+def test_each_role_gets_exactly_what_the_table_says(app, signed_in):
+    clients, samples = signed_in
+    anonymous = app.test_client()
+    anonymous_token = csrf_token(anonymous.get("/admin/login").text)
+    tokens = {role: csrf_token(c.get("/admin/account").text) for role, c in clients.items()}
+    problems = []
+    for endpoint, method, access in routes(app):
+        url = url_of(app, endpoint, samples)
+        if access is None:
+            continue  # test_every_route_is_classified names it
+        if access in (PUBLIC, SUBJECT_LINK):
+            if method == "GET" and fetch(anonymous, "GET", url)[0] >= 500:
+                problems.append(f"GET {endpoint}: server error for a visitor")
+            continue
+        with app.app_context():
+            before = snapshot()
+        status, location = fetch(anonymous, method, url, anonymous_token)
+        if (status, location) != (302, "/admin/login"):
+            problems.append(f"{method} {endpoint}: a visitor got {status}, not the sign-in page")
+        for role, staff in clients.items():
+            if method != "GET" and role in access:
+                continue  # allowed changes are each feature's own tests
+            status, location = fetch(staff, method, url, tokens[role])
+            if role not in access and status != 403:
+                problems.append(f"{method} {endpoint}: {role} is not allowed but got {status}")
+            if role in access and (
+                status in (401, 403) or status >= 500 or location == "/admin/login"
+            ):
+                problems.append(f"GET {endpoint}: {role} is allowed but got {status}")
+        if method != "GET":
+            with app.app_context():
+                if snapshot() != before:
+                    problems.append(f"{method} {endpoint}: a refused request changed the database")
+    assert not problems, "\n".join(problems)
