@@ -84,7 +84,11 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
         return
     run.rows_affected = result.rows_affected
     run.remaining = check.remaining
-    if result.outcome == Outcome.FAILED:
+    if result.outcome == Outcome.ACTION_REQUIRED:
+        # A person or a remote system acts later and confirms (core.execution.confirm_run);
+        # until then what the re-scan still finds is expected, not a failure.
+        finish_run(session, run, RunStatus.ACTION_REQUIRED, result.message)
+    elif result.outcome == Outcome.FAILED:
         finish_run(
             session, run, RunStatus.FAILED, result.message or "the connector reported failure"
         )
@@ -111,12 +115,14 @@ def _stop_marketing(session: Session, systems: Systems, run: SystemRun) -> None:
     finish_run(session, run, RunStatus(result.outcome.value), result.message)
 
 
-def finish_run(session: Session, run: SystemRun, status: RunStatus, message: str) -> None:
+def finish_run(
+    session: Session, run: SystemRun, status: RunStatus, message: str, actor: str = "worker"
+) -> None:
     """Record the outcome of one system's run, in the run and in the audit log."""
     run.status, run.message, run.finished_at = status, message, utcnow()
     record_event(
         session,
-        "worker",
+        actor,
         f"run.{status}",
         run.request.reference,
         system=run.system,
@@ -155,3 +161,37 @@ def close_if_finished(session: Session, request: DataSubjectRequest) -> bool:
         systems={run.system: str(run.status) for run in request.runs},
     )
     return True
+
+
+#: What a person or a remote system may confirm about a run that waited for them.
+CONFIRMABLE = frozenset(
+    {RunStatus.COMPLETED, RunStatus.NOT_FOUND, RunStatus.RETAINED, RunStatus.FAILED}
+)
+
+
+def confirm_run(
+    session: Session,
+    run: SystemRun,
+    status: RunStatus,
+    message: str,
+    *,
+    actor: str,
+    rows_affected: dict[str, int] | None = None,
+) -> bool:
+    """Record what was done in a system that waited for a person or a callback.
+
+    The run must be waiting (``action_required``).  Its request, which closed as partly
+    done while it waited, runs again and closes with the new outcome; return whether it
+    closed, so the caller can issue the proof.
+    """
+    if run.status != RunStatus.ACTION_REQUIRED:
+        raise ValueError(f"{run.system} of {run.request.reference} is not waiting for anyone")
+    if status not in CONFIRMABLE:
+        raise ValueError(f"{status} is not an outcome one can confirm")
+    request = lock_request(session, run.request_id)
+    if request.status in (Status.PARTIALLY_COMPLETED, Status.FAILED):
+        transition(session, request, Status.RUNNING, actor=actor, system=run.system)
+    if rows_affected is not None:
+        run.rows_affected = rows_affected
+    finish_run(session, run, status, message, actor=actor)
+    return close_if_finished(session, request)

@@ -16,10 +16,25 @@ from connectors.base import ConfigError, ConnectorError
 from core.bulk_run import can_start, lock_batch, note_start_problem, start_members
 from core.bulk_run import close_if_finished as close_batch_if_finished
 from core.clock import today
-from core.execution import FINISHED, close_if_finished, execute_run, lock_request, mark_running
+from core.execution import (
+    FINISHED,
+    close_if_finished,
+    confirm_run,
+    execute_run,
+    lock_request,
+    mark_running,
+)
 from core.exports import answer_export, build_export, check_renewable, purge_expired_exports
 from core.extensions import db
-from core.models import Channel, DataSubjectRequest, ErasureBatch, RequestType, Status, SystemRun
+from core.models import (
+    Channel,
+    DataSubjectRequest,
+    ErasureBatch,
+    RequestType,
+    RunStatus,
+    Status,
+    SystemRun,
+)
 from core.notify import notify_subject, send_export_ready, send_verification
 from core.operations import (
     DomainError,
@@ -145,8 +160,36 @@ def run_system(run_id: int) -> None:
     request = lock_request(db.session, run.request_id)
     closed = close_if_finished(db.session, request)
     db.session.commit()
-    if not closed or request.status == Status.FAILED:
-        if closed and request.batch_id is not None:
+    if closed:
+        announce_closed(request)
+
+
+@shared_task(name="core.jobs.confirm_pending")
+def confirm_pending(
+    run_id: int,
+    status: str,
+    message: str,
+    actor: str,
+    rows_affected: dict[str, int] | None = None,
+) -> bool:
+    """Record what a person or a callback confirms about a waiting run; close its request.
+
+    Return whether the request closed (its proof is then issued).
+    """
+    run = db.session.get(SystemRun, run_id)
+    closed = confirm_run(
+        db.session, run, RunStatus(status), message, actor=actor, rows_affected=rows_affected
+    )
+    db.session.commit()
+    if closed:
+        announce_closed(run.request)
+    return closed
+
+
+def announce_closed(request: DataSubjectRequest) -> None:
+    """After a request closed: issue its proof or tell the person; close its batch."""
+    if request.status == Status.FAILED:
+        if request.batch_id is not None:
             close_batch.delay(request.batch_id)  # a failed erasure owes no proof
         return
     if request.request_type == RequestType.ERASURE:
@@ -159,15 +202,20 @@ def run_system(run_id: int) -> None:
 def issue_proof(request_id: int) -> None:
     """Issue the signed proof of deletion of a finished request and tell the subject."""
     request = db.session.get(DataSubjectRequest, request_id)
-    if request is None or request.proofs:
+    if request is None or request.completed_at is None:
         return
+    if any(proof.issued_at >= request.completed_at for proof in request.proofs):
+        return  # already proven; a request that closed again later gets a new proof
     issue_proof_for(db.session, request)
     db.session.commit()
     if request.channel == Channel.BULK:
         # The controller decided on a bulk erasure: nobody asked, so nobody is emailed.
         close_batch.delay(request.batch_id)
         return
-    notify_subject(request, "completed")
+    # A request closes partly done while a system waits for a person: it closes again,
+    # with a new proof and this email, once they confirm.
+    done = request.status == Status.COMPLETED
+    notify_subject(request, "completed" if done else "partly_done")
 
 
 @shared_task(name="core.jobs.remind_and_expire")
