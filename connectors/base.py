@@ -12,6 +12,7 @@ the row as erased.  Connectors never import Flask, ``portal`` or ``admin``.
 from __future__ import annotations
 
 import abc
+import datetime
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -110,6 +111,14 @@ class Plan:
         """Return whether the system holds anything about the subject."""
         return self.total_rows > 0
 
+    def erase_outcome(self) -> Outcome:
+        """Return what carrying out this plan amounts to: nothing found, all kept, or done."""
+        if not self.found:
+            return Outcome.NOT_FOUND
+        if all(step.action == Action.RETAIN for step in self.steps if step.rows):
+            return Outcome.RETAINED
+        return Outcome.COMPLETED
+
     def to_dict(self) -> dict[str, Any]:
         """Return the plan as JSON-ready data, to be stored and shown."""
         return asdict(self)
@@ -182,6 +191,15 @@ class Connector(abc.ABC):
     name: ClassVar[str]
     #: Version recorded in proofs of deletion.
     version: ClassVar[str] = "0"
+    #: For a system that confirms erasure later by calling Lethe back: how long it may take
+    #: (set from the settings in ``__init__``).  None: ``erase`` finishes the job itself.
+    #: A run left ``action_required`` past it is failed by Lethe's hourly job.
+    callback_timeout: datetime.timedelta | None = None
+    #: Set by core just before ``erase`` when :attr:`callback_timeout` is set: the signed
+    #: URL, bound to this run and attempt, that the system POSTs its outcome to
+    #: (``{"status": "done" | "failed", ...}``).  ``erase`` hands it to the system and
+    #: returns ``action_required``.  The connector never builds it: it needs the app.
+    callback_url: str | None = None
 
     def __init__(self, system: str, settings: Mapping[str, Any]):
         """Validate ``settings`` for ``system``; raise :class:`ConfigError` if wrong."""

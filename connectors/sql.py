@@ -2,8 +2,12 @@
 
 The person is found in one table; every table that hangs off it is found by reflecting
 foreign keys.  Erasure runs children first, in one transaction, with one set-based
-statement per table.  Idempotency: once erased the person no longer matches, so a second
-run changes nothing and reports the same outcome as the plan it carries out.
+statement per table.  Columns whose new value is computed per row in Python (``fake``,
+``pseudonym``) are written in keyset batches of :data:`ROW_BATCH` rows, each batch one
+``UPDATE ... WHERE key = :key`` sent with executemany(); ``null``, ``fixed:``,
+``placeholder`` and ``year`` are SQL expressions.  Idempotency: once erased the person no
+longer matches, so a second run changes nothing and reports the same outcome as the plan
+it carries out.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,12 +38,18 @@ from connectors.base import (
     VerifyResult,
 )
 from connectors.sql_schema import (
+    FAKE_DOMAIN,
+    PSEUDONYM_MIN,
     Graph,
     Link,
     SegmentRule,
     Settings,
     build_graph,
+    fake_kind,
+    fake_value,
+    fake_width,
     parse_settings,
+    pseudonym_value,
 )
 
 
@@ -52,6 +63,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 #: People read per query when listing a segment.
 SEGMENT_CHUNK = 1000
+#: Rows updated per executemany() when a column needs a value computed per row in Python.
+ROW_BATCH = 500
+#: Methods whose value is computed per row in Python (the rest are SQL expressions).
+ROW_METHODS = ("fake", "pseudonym")
 
 
 def _json_value(value: Any) -> Any:
@@ -73,6 +88,24 @@ class SqlConnector(Connector):
     def __init__(self, system: str, settings: Mapping[str, Any]):
         super().__init__(system, settings)
         self.config: Settings = parse_settings(system, settings)
+        self._pseudonym_key: bytes | None = None
+        if self.config.pseudonym_key_env is not None:
+            key = os.environ.get(self.config.pseudonym_key_env, "")
+            if (
+                any(
+                    m == "pseudonym"
+                    for r in self.config.tables.values()
+                    for m in r.columns.values()
+                )
+                and len(key) < 16
+            ):
+                raise ConfigError(
+                    system,
+                    "pseudonym_key_env",
+                    f"the environment variable {self.config.pseudonym_key_env} must hold the "
+                    "pseudonym key (at least 16 characters); set it where Lethe runs",
+                )
+            self._pseudonym_key = key.encode("utf-8")
         self._engine: sa.Engine | None = None
         self._schema: tuple[sa.MetaData, Graph] | None = None
 
@@ -206,18 +239,19 @@ class SqlConnector(Connector):
             if column.primary_key or name in fk_columns:
                 raise ConfigError(self.system, key, "keys and foreign keys cannot be anonymised")
             length = getattr(column.type, "length", None)
-            unique = (
-                column.unique
-                or any(
-                    isinstance(c, sa.UniqueConstraint) and name in c.columns
-                    for c in table.constraints
-                )
-                or any(ix.unique and name in ix.columns for ix in table.indexes)
-            )
+            unique = self._is_unique(table, name)
             if method == "null" and not column.nullable:
                 raise ConfigError(
-                    self.system, key, f"{name} is NOT NULL; use fixed: or placeholder"
+                    self.system, key, f"{name} is NOT NULL; use fixed:, placeholder or fake"
                 )
+            if method == "year" and not isinstance(column.type, sa.Date | sa.DateTime):
+                raise ConfigError(
+                    self.system,
+                    key,
+                    f"{table.name}.{name} is not a date or timestamp column; year cannot apply",
+                )
+            if method.split(":")[0] in ROW_METHODS:
+                self._validate_row_method(table, name, method, unique, length, pk)
             if method.startswith("fixed:"):
                 value = method.removeprefix("fixed:")
                 if length is not None and len(value) > length:
@@ -243,15 +277,55 @@ class SqlConnector(Connector):
                         f"a placeholder needs {widest} characters; {name} holds {length}",
                     )
 
-    def _placeholder_width(self, table: sa.Table, column: str, pk: sa.Column) -> int:
-        # The widest placeholder is that of the longest key in the table today, with one
-        # character of headroom so that the table may grow before the next check.
-        prefix, suffix = self._placeholder_parts(column)
+    def _validate_row_method(
+        self,
+        table: sa.Table,
+        name: str,
+        method: str,
+        unique: bool,
+        length: int | None,
+        pk: list[sa.Column],
+    ) -> None:
+        key = f"tables.{table.name}.columns.{name}"
+        column = table.c[name]
+        if not isinstance(column.type, sa.String):
+            raise ConfigError(
+                self.system, key, f"{table.name}.{name} is not a text column; {method} cannot apply"
+            )
+        if len(pk) != 1:
+            raise ConfigError(self.system, key, f"{method} needs a one-column primary key")
+        if method == "pseudonym":
+            if length is not None and length < PSEUDONYM_MIN:
+                raise ConfigError(
+                    self.system,
+                    key,
+                    f"{table.name}.{name} holds {length} characters; a pseudonym needs at "
+                    f"least {PSEUDONYM_MIN}",
+                )
+            return
+        needed = fake_width(fake_kind(name, method))
+        if unique:  # a "-KEY" suffix keeps the values of a unique column distinct
+            needed += 1 + self._longest_key(pk[0])
+        if length is not None and needed > length:
+            raise ConfigError(
+                self.system,
+                key,
+                f"{table.name}.{name} holds {length} characters; a fake "
+                f"{fake_kind(name, method)} needs {needed}",
+            )
+
+    def _longest_key(self, pk: sa.Column) -> int:
+        # The length of the longest key in the table today, with one character of headroom
+        # so that the table may grow before the next check.
         with self.engine.connect() as conn:
             longest = conn.execute(
                 sa.select(sa.func.max(sa.func.length(sa.cast(pk, sa.String))))
             ).scalar_one()
-        return len(prefix) + (longest or 1) + 1 + len(suffix)
+        return (longest or 1) + 1
+
+    def _placeholder_width(self, table: sa.Table, column: str, pk: sa.Column) -> int:
+        prefix, suffix = self._placeholder_parts(column)
+        return len(prefix) + self._longest_key(pk) + len(suffix)
 
     @staticmethod
     def _placeholder_parts(column: str) -> tuple[str, str]:
@@ -406,16 +480,7 @@ class SqlConnector(Connector):
                         )
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "erasing") from None
-        outcome = (
-            Outcome.NOT_FOUND
-            if not plan.found
-            else (
-                Outcome.RETAINED
-                if all(s.action == Action.RETAIN for s in plan.steps if s.rows)
-                else Outcome.COMPLETED
-            )
-        )
-        return EraseResult(outcome, affected)
+        return EraseResult(plan.erase_outcome(), affected)
 
     def _apply(
         self, conn: sa.Connection, table: sa.Table, step: TablePlan, graph: Graph, subject: Subject
@@ -428,21 +493,115 @@ class SqlConnector(Connector):
                 conn.execute(sa.update(table).where(column.in_(rows)).values({column: None}))
             return conn.execute(sa.delete(table).where(self._in_rows(table, subject))).rowcount
         values = {
-            name: self._anonymised(table, name, method) for name, method in step.columns.items()
+            name: self._anonymised(conn, table, name, method)
+            for name, method in step.columns.items()
+            if method.split(":")[0] not in ROW_METHODS
         }
-        return conn.execute(
-            sa.update(table).where(self._in_rows(table, subject)).values(values)
-        ).rowcount
+        per_row = {
+            name: method
+            for name, method in step.columns.items()
+            if method.split(":")[0] in ROW_METHODS
+        }
+        if not per_row:
+            return conn.execute(
+                sa.update(table).where(self._in_rows(table, subject)).values(values)
+            ).rowcount
+        return self._apply_per_row(conn, table, subject, values, per_row)
 
-    def _anonymised(self, table: sa.Table, column: str, method: str) -> Any:
+    def _apply_per_row(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        subject: Subject,
+        values: dict[str, Any],
+        per_row: dict[str, str],
+    ) -> int:
+        """Update the subject's rows in batches of ROW_BATCH, one executemany() each.
+
+        The rows are read by primary key (keyset pagination, never OFFSET) in the erasure's
+        own transaction; each batch is one UPDATE ... WHERE key = :key run with a list of
+        parameter sets, in which the SQL-computed columns are set as in the set-based path.
+        """
+        pk = next(iter(table.primary_key.columns))
+        unique = {name for name in per_row if self._is_unique(table, name)}
+        query = (
+            sa.select(pk, *[table.c[name] for name in per_row])
+            .where(self._in_rows(table, subject))
+            .order_by(pk)
+            .limit(ROW_BATCH)
+        )
+        statement = (
+            sa.update(table)
+            .where(pk == sa.bindparam("lethe_key"))
+            .values({**values, **{name: sa.bindparam(f"lethe_{name}") for name in per_row}})
+        )
+        done, page = 0, query
+        while rows := conn.execute(page).all():
+            batch = []
+            for row in rows:
+                params = {"lethe_key": row[0]}
+                for index, (name, method) in enumerate(per_row.items(), start=1):
+                    params[f"lethe_{name}"] = self._row_value(
+                        table, name, method, row[0], row[index], name in unique
+                    )
+                batch.append(params)
+            conn.execute(statement, batch)
+            done += len(batch)
+            if len(rows) < ROW_BATCH:
+                break
+            page = query.where(pk > rows[-1][0])
+        return done
+
+    def _row_value(
+        self, table: sa.Table, name: str, method: str, key: Any, value: Any, unique: bool
+    ) -> str | None:
+        if value is None:  # nothing was known: nothing is invented
+            return None
+        if method == "pseudonym":
+            assert self._pseudonym_key is not None  # checked when the connector was built
+            return pseudonym_value(
+                self._pseudonym_key, value, getattr(table.c[name].type, "length", None)
+            )
+        suffix = f"-{key}" if unique else ""
+        return fake_value(fake_kind(name, method), f"{table.name}.{name}.{key}", suffix)
+
+    @staticmethod
+    def _is_unique(table: sa.Table, name: str) -> bool:
+        return bool(
+            table.c[name].unique
+            or any(
+                isinstance(c, sa.UniqueConstraint) and name in c.columns for c in table.constraints
+            )
+            or any(ix.unique and name in ix.columns for ix in table.indexes)
+        )
+
+    def _anonymised(self, conn: sa.Connection, table: sa.Table, column: str, method: str) -> Any:
         if method == "null":
             return None
         if method.startswith("fixed:"):
             return method.removeprefix("fixed:")
+        if method == "year":
+            return self._year_of(conn, table.c[column])
         prefix, suffix = self._placeholder_parts(column)
         pk = next(iter(table.primary_key.columns))
         expression = sa.literal(prefix, sa.String) + sa.cast(pk, sa.String)
         return expression + sa.literal(suffix, sa.String) if suffix else expression
+
+    @staticmethod
+    def _year_of(conn: sa.Connection, column: sa.Column) -> sa.ColumnElement[Any]:
+        """Return, in the dialect's SQL, ``column`` truncated to 1 January of its year."""
+        dialect = conn.dialect.name
+        is_date = not isinstance(column.type, sa.DateTime)
+        if dialect == "postgresql":
+            if is_date:
+                return sa.func.make_date(sa.cast(sa.extract("year", column), sa.Integer), 1, 1)
+            return sa.func.date_trunc("year", column)
+        if dialect in ("mysql", "mariadb"):
+            return sa.func.makedate(sa.func.year(column), 1)
+        if dialect == "sqlite":  # SQLAlchemy stores dates as ISO text
+            rest = "-01-01" if is_date else "-01-01 00:00:00.000000"
+            return sa.func.strftime("%Y", column, type_=sa.String) + sa.literal(rest, sa.String)
+        raise ConnectorError(f"year is not supported on the {dialect} dialect")
 
     def stop_marketing(self, subject: Subject) -> EraseResult:
         """Set the configured columns (e.g. an opt-in flag) on the subject's rows, in one go."""
@@ -551,6 +710,10 @@ class SqlConnector(Connector):
                 conditions.append(sa.not_(table.c[name].like(f"{prefix}%{suffix}")))
             elif method is not None and method.startswith("fixed:"):
                 conditions.append(table.c[name] != method.removeprefix("fixed:"))
+            elif method in ("fake", "fake:email") and fake_kind(name, method) == "email":
+                conditions.append(sa.not_(table.c[name].like(f"%{FAKE_DOMAIN}")))
+            elif method == "pseudonym":  # hex without "@": no longer anyone's address
+                conditions.append(table.c[name].like("%@%"))
         return conditions
 
     def close(self) -> None:

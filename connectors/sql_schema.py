@@ -7,6 +7,8 @@ through an erasure.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,13 @@ import sqlalchemy as sa
 from connectors.base import SEGMENT_PARAMETERS, Action, ConfigError
 
 MATCHES = ("exact", "case-insensitive")
-PLAIN_METHODS = ("null", "placeholder")
+PLAIN_METHODS = ("null", "placeholder", "fake", "pseudonym", "year")
+#: Kinds of realistic value ``fake`` writes; ``fake`` alone picks one from the column name.
+FAKE_KINDS = ("name", "email", "phone", "city", "street", "text")
+METHODS_HELP = (
+    "method must be null, placeholder, fixed:TEXT, fake, fake:KIND "
+    f"({', '.join(FAKE_KINDS)}), pseudonym or year"
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ class Settings:
     #: None: the configuration declares that this system does no direct marketing.
     marketing: MarketingRule | None = None
     segments: Mapping[str, SegmentRule] = field(default_factory=dict)
+    #: Name of the environment variable holding the key of ``pseudonym`` columns.
+    pseudonym_key_env: str | None = None
 
 
 def _text(system: str, data: Mapping[str, Any], key: str, path: str) -> str:
@@ -87,9 +97,31 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> Settings:
     if not isinstance(raw_tables, dict) or not raw_tables:
         raise ConfigError(system, "tables", "required: one [systems.NAME.tables.TABLE] per table")
     tables = {name: _table_rule(system, name, rule) for name, rule in raw_tables.items()}
-    unknown = set(settings) - {"url", "subject", "tables", "marketing", "segments"}
+    unknown = set(settings) - {
+        "url",
+        "subject",
+        "tables",
+        "marketing",
+        "segments",
+        "pseudonym_key_env",
+    }
     if unknown:
         raise ConfigError(system, sorted(unknown)[0], "unknown setting of the sql connector")
+    key_env = settings.get("pseudonym_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not key_env):
+        raise ConfigError(
+            system, "pseudonym_key_env", "must be the name of an environment variable"
+        )
+    uses_pseudonym = any(
+        method == "pseudonym" for rule in tables.values() for method in rule.columns.values()
+    )
+    if uses_pseudonym and key_env is None:
+        raise ConfigError(
+            system,
+            "pseudonym_key_env",
+            "required by the pseudonym method: the name of the environment variable "
+            'holding the secret key, e.g. pseudonym_key_env = "CRM_PSEUDONYM_KEY"',
+        )
     return Settings(
         url,
         table,
@@ -98,6 +130,7 @@ def parse_settings(system: str, settings: Mapping[str, Any]) -> Settings:
         tables,
         _marketing(system, settings),
         _segments(system, settings.get("segments", {})),
+        key_env,
     )
 
 
@@ -174,11 +207,11 @@ def _table_rule(system: str, name: str, rule: Any) -> TableRule:
         raise ConfigError(system, f"{path}.columns", f"{action} takes no columns")
     for column, method in columns.items():
         if not isinstance(method, str) or not (
-            method in PLAIN_METHODS or method.startswith("fixed:")
+            method in PLAIN_METHODS
+            or method.startswith("fixed:")
+            or (method.startswith("fake:") and method.removeprefix("fake:") in FAKE_KINDS)
         ):
-            raise ConfigError(
-                system, f"{path}.columns.{column}", "method must be null, placeholder or fixed:TEXT"
-            )
+            raise ConfigError(system, f"{path}.columns.{column}", METHODS_HELP)
     return TableRule(action, ground, str(rule.get("note", "")), dict(columns))
 
 
@@ -248,3 +281,77 @@ def _parents_first(tables: list[str], links: dict[str, list[Link]]) -> list[str]
             placed.append(table)
             pending.remove(table)
     return placed
+
+
+# -- replacement values: what fake and pseudonym write --------------------------------------
+
+#: Fewest hex characters of a keyed pseudonym (64 bits): fewer would let values collide.
+PSEUDONYM_MIN = 16
+_GIVEN = ("Alex", "Sam", "Robin", "Kim", "Jo", "Charlie", "Morgan", "Taylor", "Jamie", "Lee")
+_FAMILY = ("Smith", "Brown", "Jones", "Miller", "Davis", "Wilson", "Moore", "Clark", "Hall")
+_CITIES = ("Springfield", "Riverton", "Lakeside", "Fairview", "Greenville", "Kingston")
+_STREETS = ("High Street", "Station Road", "Church Lane", "Park Avenue", "Mill Road")
+#: The domain of fake addresses: ``.invalid`` can never be anyone's real address.
+FAKE_DOMAIN = "@example.invalid"
+
+
+def fake_kind(column: str, method: str) -> str:
+    """Return the kind of value ``fake`` writes into ``column`` (``fake:KIND`` or by name)."""
+    if method.startswith("fake:"):
+        return method.removeprefix("fake:")
+    name = column.lower()
+    for kind, hints in (
+        ("email", ("mail",)),
+        ("phone", ("phone", "tel", "mobile", "fax")),
+        ("city", ("city", "town")),
+        ("street", ("street", "address", "addr")),
+        ("name", ("name", "nick")),
+    ):
+        if any(hint in name for hint in hints):
+            return kind
+    return "text"
+
+
+def _pick(options: tuple[str, ...], digest: bytes, index: int) -> str:
+    return options[digest[index] % len(options)]
+
+
+def fake_value(kind: str, seed: str, suffix: str = "") -> str:
+    """Return a realistic value of ``kind``, the same for the same ``seed`` (table, column, key).
+
+    ``suffix`` (e.g. ``-17``, from the row's key) makes values of a unique column distinct.
+    """
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    given, family = _pick(_GIVEN, digest, 0), _pick(_FAMILY, digest, 1)
+    if kind == "name":
+        return f"{given} {family}{suffix}"
+    if kind == "email":
+        return f"{given}.{family}{suffix}{FAKE_DOMAIN}".lower()
+    if kind == "phone":  # 020 7946 0xxx is reserved by Ofcom for drama: never a real line
+        return f"+44 20 7946 0{digest[2] % 10}{digest[3] % 10}{digest[4] % 10}{suffix}"
+    if kind == "city":
+        return _pick(_CITIES, digest, 2) + suffix
+    if kind == "street":
+        return f"{digest[3] % 99 + 1} {_pick(_STREETS, digest, 4)}{suffix}"
+    return f"Removed on request{suffix}"
+
+
+def fake_width(kind: str) -> int:
+    """Return the length of the longest value ``fake_value`` writes for ``kind``, unsuffixed."""
+    longest = {
+        "name": max(map(len, _GIVEN)) + 1 + max(map(len, _FAMILY)),
+        "email": max(map(len, _GIVEN)) + 1 + max(map(len, _FAMILY)) + len(FAKE_DOMAIN),
+        "phone": len("+44 20 7946 0000"),
+        "city": max(map(len, _CITIES)),
+        "street": 3 + max(map(len, _STREETS)),
+        "text": len("Removed on request"),
+    }
+    return longest[kind]
+
+
+def pseudonym_value(key: bytes, value: Any, width: int | None) -> str | None:
+    """Return the keyed pseudonym of ``value``: HMAC-SHA256 in hex, cut to ``width``."""
+    if value is None:
+        return None
+    digest = hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+    return digest[: min(width or len(digest), len(digest))]

@@ -15,6 +15,7 @@ from connectors.base import ConnectorError, Outcome, Plan
 from core.audit import record_event
 from core.holds import active_holds, hold_note, hold_on
 from core.lifecycle import transition
+from core.links import callback_link
 from core.models import DataSubjectRequest, RequestType, RunStatus, Status, SystemRun, utcnow
 from core.operations import retain_plan, subject_of
 from core.systems import Systems
@@ -76,6 +77,8 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
     plan = Plan.from_dict(run.plan)
     try:
         with systems.open(run.system) as connector:
+            if connector.callback_timeout is not None:  # it confirms later, at this URL
+                connector.callback_url = callback_link(run)
             result = connector.erase(subject_of(request), plan)
             check = connector.verify(subject_of(request))
     except ConnectorError as exc:

@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from connectors.base import ConfigError, ConnectorError
 from core.bulk_run import can_start, lock_batch, note_start_problem, start_members
 from core.bulk_run import close_if_finished as close_batch_if_finished
+from core.callbacks import overdue_runs
 from core.clock import today
 from core.execution import (
     FINISHED,
@@ -26,6 +27,8 @@ from core.execution import (
 )
 from core.exports import answer_export, build_export, check_renewable, purge_expired_exports
 from core.extensions import db
+from core.manual_tasks import MAIL_ERRORS as MANUAL_MAIL_ERRORS
+from core.manual_tasks import chase_waiting, send_task
 from core.models import (
     Channel,
     DataSubjectRequest,
@@ -45,6 +48,8 @@ from core.operations import (
 )
 from core.proof_issue import issue_proof_for
 from core.queue import refresh_paused_clocks
+from core.recipients import RETRIES as RECIPIENT_RETRIES
+from core.recipients import backoff_seconds, notify_run
 from core.reminders import send_dpo_reminders
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,13 @@ def init_celery(app: Flask) -> Celery:
             "start-due-erasures": {"task": "core.jobs.start_due_erasures", "schedule": 15.0},
             "remind-and-expire": {"task": "core.jobs.remind_and_expire", "schedule": 600.0},
             "purge-exports": {"task": "core.jobs.purge_exports", "schedule": 3600.0},
+            # Systems that confirm by callback and did not within their timeout.
+            "fail-overdue-callbacks": {
+                "task": "core.jobs.fail_overdue_callbacks",
+                "schedule": 3600.0,
+            },
+            # Owners of systems kept by hand: reminders, and the DPOs told after a while.
+            "chase-manual-tasks": {"task": "core.jobs.chase_manual_tasks", "schedule": 3600.0},
             # The DPO's digest at the configured hour; the later hours only catch up a day
             # whose digest has not gone out (the scheduler was down, or mail failed).
             "remind-dpos": {
@@ -157,11 +169,51 @@ def run_system(run_id: int) -> None:
     db.session.commit()
     execute_run(db.session, systems(), run)
     db.session.commit()
+    if run.status == RunStatus.COMPLETED:  # Art. 19: before the proof, which names them
+        notify_recipients.delay(run.id)
     request = lock_request(db.session, run.request_id)
     closed = close_if_finished(db.session, request)
     db.session.commit()
     if closed:
         announce_closed(request)
+    if run.status == RunStatus.ACTION_REQUIRED and run.connector == "manual":
+        send_manual_task.delay(run.id)
+
+
+@shared_task(name="core.jobs.send_manual_task")
+def send_manual_task(run_id: int) -> bool:
+    """Email the owner of a system kept by hand the task of a waiting run, once."""
+    run = db.session.get(SystemRun, run_id)
+    if run is None:
+        return False
+    try:
+        sent = send_task(db.session, systems(), run)
+    except MANUAL_MAIL_ERRORS:
+        # chase_manual_tasks sends it at its next run.
+        log.exception("the manual task email could not be sent")
+        db.session.rollback()
+        return False
+    db.session.commit()
+    return sent
+
+
+@shared_task(name="core.jobs.chase_manual_tasks")
+def chase_manual_tasks() -> dict:
+    """Remind owners of systems kept by hand and escalate to the DPOs, as configured."""
+    return chase_waiting(db.session, systems())
+
+
+@shared_task(name="core.jobs.notify_recipients", bind=True, max_retries=RECIPIENT_RETRIES)
+def notify_recipients(self: Task, run_id: int) -> int:
+    """Tell the recipients of a system that erased someone (Art. 19); retry failures later."""
+    run = db.session.get(SystemRun, run_id)
+    if run is None:
+        return 0
+    retries = self.request.retries or 0
+    failed = notify_run(db.session, systems(), run, last_try=retries >= RECIPIENT_RETRIES)
+    if failed and retries < RECIPIENT_RETRIES:
+        raise self.retry(countdown=backoff_seconds(retries))
+    return failed
 
 
 @shared_task(name="core.jobs.confirm_pending")
@@ -181,6 +233,8 @@ def confirm_pending(
         db.session, run, RunStatus(status), message, actor=actor, rows_affected=rows_affected
     )
     db.session.commit()
+    if run.status == RunStatus.COMPLETED:
+        notify_recipients.delay(run.id)
     if closed:
         announce_closed(run.request)
     return closed
@@ -268,3 +322,13 @@ def close_batch(batch_id: int) -> None:
     if batch is not None:
         close_batch_if_finished(db.session, batch)
     db.session.commit()
+
+
+@shared_task(name="core.jobs.fail_overdue_callbacks")
+def fail_overdue_callbacks() -> int:
+    """Fail the runs whose system did not call back within its timeout; return how many."""
+    overdue = overdue_runs(db.session, systems())
+    db.session.rollback()  # only read: each confirmation has its own transaction
+    for run_id, message in overdue:
+        confirm_pending.delay(run_id, "failed", message, actor="scheduler")
+    return len(overdue)

@@ -6,7 +6,9 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 
-from core.models import DataSubjectRequest, ExportPackage
+from core.callbacks import PURPOSE as CALLBACK_PURPOSE
+from core.callbacks import callback_nonce
+from core.models import DataSubjectRequest, ExportPackage, SystemRun
 from core.tokens import make_token
 
 #: The status link is the subject's key to their request; it lives as long as the request.
@@ -50,3 +52,10 @@ def download_token(package: ExportPackage) -> str:
 def export_link(package: ExportPackage) -> str:
     """Return the link that downloads ``package``; it stops working when the package expires."""
     return external_url("portal.download", token=download_token(package))
+
+
+def callback_link(run: SystemRun) -> str:
+    """Return the URL a system calls back at to confirm this attempt of ``run``'s erasure."""
+    secret = current_app.config["SECRET_KEY"]
+    token = make_token(secret, CALLBACK_PURPOSE, run.request.reference, callback_nonce(run))
+    return external_url("portal.callback", token=token)

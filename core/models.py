@@ -394,3 +394,36 @@ class JobMark(db.Model):
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     run_on: Mapped[date] = mapped_column(sa.Date, primary_key=True)
     ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RecipientNotification(db.Model):
+    """That a recipient of a system was told of an erasure there (GDPR Art. 19), and answered.
+
+    Holds the recipient's configured name, never the subject's data: the address travels
+    only in the message itself.
+    """
+
+    __tablename__ = "recipient_notification"
+    __table_args__ = (sa.UniqueConstraint("request_id", "system", "recipient"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("data_subject_request.id"), index=True)
+    system: Mapped[str] = mapped_column(sa.String(64))
+    #: The recipient's ``name`` in ``systems.toml``.
+    recipient: Mapped[str] = mapped_column(sa.String(128))
+    #: ``email`` or ``webhook``.
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When a delivery succeeded; None while it is still being tried, or after it gave up.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The name typed on the acknowledgement page, or ``webhook response``.
+    acknowledged_by: Mapped[str | None] = mapped_column(sa.Text)
+
+    request: Mapped[DataSubjectRequest] = relationship(
+        backref=sa.orm.backref(
+            "recipient_notifications", order_by="RecipientNotification.id", viewonly=True
+        )
+    )

@@ -19,6 +19,7 @@ from core.links import external_url
 from core.models import DataSubjectRequest, Proof, RunStatus, utcnow
 from core.operations import received_on
 from core.proofs import ProofCheck, canonical_json, render_proof_pdf, verify_proof_pdf
+from core.recipients import proof_recipients
 
 LEGAL_BASIS = {
     "gdpr-eu": "GDPR Art. 17",
@@ -47,8 +48,13 @@ def proof_content(session: Session, request: DataSubjectRequest) -> dict[str, An
                 "verification": {
                     "clean": not any((run.remaining or {}).values()),
                     "remaining": run.remaining or {},
+                    # Records kept by hand cannot be re-scanned: the owner's confirmation,
+                    # in the message, stands in for it.
+                    **({"method": "confirmation"} if run.connector == "manual" else {}),
                 },
                 "message": run.message,
+                # Art. 19: the recipients told of the erasure, and whether they answered yet.
+                **({"recipients": told} if (told := proof_recipients(session, run)) else {}),
             }
         )
     finished = {RunStatus.COMPLETED, RunStatus.NOT_FOUND, RunStatus.RETAINED}

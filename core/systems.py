@@ -6,6 +6,8 @@ one that fails to load stops the app with a message naming the file, system and 
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,15 +15,38 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors.base import ConfigError, Connector, ConnectorError
 
 ENTRY_POINT_GROUP = "lethe.connectors"
 #: Keys of a system's table that Lethe itself reads; the rest belong to the connector.
-COMMON_KEYS = ("connector", "label", "disclosure")
+COMMON_KEYS = ("connector", "label", "disclosure", "recipients")
 #: What a system tells the person about its use of their data (GDPR Art. 15(1)), shown in
 #: their export package.
 DISCLOSURE_KEYS = ("purposes", "categories", "recipients", "retention", "source")
+#: The keys of one ``[[systems.NAME.recipients]]`` entry (GDPR Art. 19).
+RECIPIENT_KEYS = ("name", "email", "webhook", "secret_env")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: A webhook carries the person's address: plain http only to this machine.
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A processor or recipient told of each erasure in a system (GDPR Art. 19)."""
+
+    name: str
+    #: Exactly one of ``email`` and ``webhook`` is set.
+    email: str | None = None
+    webhook: str | None = None
+    #: The environment variable holding the webhook's HMAC-SHA256 signing key.
+    secret_env: str | None = None
+
+    @property
+    def channel(self) -> str:
+        """Return ``email`` or ``webhook``."""
+        return "email" if self.email else "webhook"
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,8 @@ class SystemConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: ``[systems.NAME.disclosure]``: key of DISCLOSURE_KEYS -> list of sentences.
     disclosure: Mapping[str, list[str]] = field(default_factory=dict)
+    #: ``[[systems.NAME.recipients]]``: whom to tell of an erasure here (Art. 19).
+    recipients: tuple[Recipient, ...] = ()
 
 
 @dataclass
@@ -107,6 +134,64 @@ def _disclosure(system: str, raw: Any, file: str) -> dict[str, list[str]]:
     return result
 
 
+def _recipient(system: str, key: str, raw: Any, file: str) -> Recipient:
+    if not isinstance(raw, dict):
+        raise ConfigError(system, key, "must be a table: [[systems.NAME.recipients]]", file)
+    for unknown in raw.keys() - set(RECIPIENT_KEYS):
+        raise ConfigError(
+            system, f"{key}.{unknown}", f"unknown; use {', '.join(RECIPIENT_KEYS)}", file
+        )
+    values = {}
+    for name in RECIPIENT_KEYS:
+        value = raw.get(name)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise ConfigError(system, f"{key}.{name}", "must be non-empty text", file)
+        values[name] = value.strip() if value else None
+    if not values["name"] or len(values["name"]) > 128:
+        raise ConfigError(
+            system, f"{key}.name", "missing; name the recipient (128 characters at most)", file
+        )
+    if bool(values["email"]) == bool(values["webhook"]):
+        raise ConfigError(system, key, "give exactly one of email and webhook", file)
+    if values["email"]:
+        if not _EMAIL.match(values["email"]):
+            raise ConfigError(system, f"{key}.email", "is not an email address", file)
+        if values["secret_env"]:
+            raise ConfigError(system, f"{key}.secret_env", "only a webhook is signed", file)
+        return Recipient(values["name"], email=values["email"])
+    url = urlsplit(values["webhook"])
+    if not url.hostname or not (
+        url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK)
+    ):
+        raise ConfigError(
+            system, f"{key}.webhook", "must be an https:// URL (http:// only to localhost)", file
+        )
+    secret_env = values["secret_env"]
+    if not secret_env:
+        raise ConfigError(
+            system,
+            f"{key}.secret_env",
+            "missing; name the environment variable of the webhook's signing key",
+            file,
+        )
+    if not os.environ.get(secret_env):
+        raise ConfigError(
+            system, f"{key}.secret_env", f"the environment variable {secret_env} is not set", file
+        )
+    return Recipient(values["name"], webhook=values["webhook"], secret_env=secret_env)
+
+
+def _recipients(system: str, raw: Any, file: str) -> tuple[Recipient, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(system, "recipients", "must be tables: [[systems.NAME.recipients]]", file)
+    recipients = tuple(_recipient(system, f"recipients[{i}]", r, file) for i, r in enumerate(raw))
+    names = [r.name for r in recipients]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(system, f"recipients[{i}].name", f"{name!r} is listed twice", file)
+    return recipients
+
+
 def load_systems(path: Path) -> Systems:
     """Read ``path`` and return the enabled systems; raise ConfigError naming what is wrong."""
     if not path.exists():
@@ -136,7 +221,8 @@ def load_systems(path: Path) -> Systems:
             classes[connector] = _load_class(name, connector, file)
         settings = {k: v for k, v in table.items() if k not in COMMON_KEYS}
         disclosure = _disclosure(name, table.get("disclosure", {}), file)
-        config = SystemConfig(name, connector, label, settings, disclosure)
+        recipients = _recipients(name, table.get("recipients", []), file)
+        config = SystemConfig(name, connector, label, settings, disclosure, recipients)
         try:
             # Constructing validates the settings; the instance holds no connection yet.
             classes[connector](name, settings).close()

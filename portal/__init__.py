@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("portal", __name__)
 
-from portal import views  # noqa: E402,F401  (registers the routes on bp)
+from portal import callbacks, recipients, tasks, views  # noqa: E402,F401  (registers the routes on bp)

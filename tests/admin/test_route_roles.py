@@ -42,6 +42,14 @@ ACCESS: dict[str, object] = {
     "portal.renew": SUBJECT_LINK,
     "portal.resend": SUBJECT_LINK,
     "portal.cancel": SUBJECT_LINK,
+    # The owner of a system kept by hand: the signed link of their task email is the key.
+    "portal.manual_task": SUBJECT_LINK,
+    "portal.manual_task_done": PUBLIC,
+    # A processor or recipient told of an erasure (Art. 19): the signed link is the key.
+    "portal.recipient_ack": SUBJECT_LINK,
+    "portal.recipient_ack_done": PUBLIC,
+    # A system that confirms an erasure later (http [async]): its signed URL is the key.
+    "portal.callback": SUBJECT_LINK,
     # Signing in and one's own account.
     "admin.login": PUBLIC,
     "admin.login_code": PUBLIC,

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import Action, ConfigError, ConnectorError, Outcome, Subject
-from connectors.sql import SqlConnector
+from connectors.sql import ROW_BATCH, SqlConnector
 from tests.services import fresh_database
 
 PERSON = Subject(email="Zoë.Ωmega@пример.example")
@@ -335,3 +335,45 @@ def test_deleting_a_self_referenced_person_detaches_the_people_they_referred(url
     rows = query(url, f"SELECT {q}EmailAddress{q}, {q}ReferredBy{q} FROM {q}CustomerAccount{q}")
     assert rows == [(OTHER, None)]
     assert query(url, f"SELECT SUM({q}AmountCents{q}) FROM {q}Invoice{q}")[0][0] == 5000
+
+
+def test_per_row_values_are_written_in_batches_that_cover_every_row(url, monkeypatch):
+    """fake and pseudonym run in keyset batches of ROW_BATCH: more rows than one batch."""
+    build_crm(url)
+    engine = sa.create_engine(url)
+    invoice = sa.Table("Invoice", sa.MetaData(), autoload_with=engine)
+    extra = ROW_BATCH * 2 + 17
+    with engine.begin() as conn:
+        conn.execute(
+            invoice.insert(),
+            [{"CustomerId": 1, "AmountCents": 1, "BillingName": "Зоя 欧米茄"}] * extra,
+        )
+    engine.dispose()
+    monkeypatch.setenv("SHOP_PSEUDONYM_KEY", "x" * 32)
+    config = settings(
+        url,
+        Invoice={
+            "action": "anonymise",
+            "ground": "art17-3-b",
+            "columns": {"BillingName": "fake"},
+        },
+        CustomerAccount={
+            "action": "anonymise",
+            "ground": "art17-3-b",
+            "columns": {"EmailAddress": "pseudonym", "FullName": "fake", "Nick": "null"},
+        },
+    )
+    config["pseudonym_key_env"] = "SHOP_PSEUDONYM_KEY"
+    connector = SqlConnector("shop", config)
+    result = connector.erase(PERSON, connector.plan(PERSON))
+    assert connector.verify(PERSON).clean
+    connector.close()
+    assert result.rows_affected["Invoice"] == extra + 2
+    assert result.rows_affected["CustomerAccount"] == 1
+    q = "`" if url.startswith("mysql") else '"'
+    names = query(url, f"SELECT {q}CustomerId{q}, {q}BillingName{q} FROM {q}Invoice{q}")
+    assert not [n for c, n in names if c == 1 and ("Зоя" in n or " " not in n)]
+    assert [n for c, n in names if c == 2] == ["Someone Else"]
+    emails = query(url, f"SELECT {q}EmailAddress{q} FROM {q}CustomerAccount{q} ORDER BY {q}Id{q}")
+    assert len(emails[0][0]) == 64 and int(emails[0][0], 16) >= 0  # hex, cut to the column
+    assert emails[1][0] == OTHER
