@@ -33,7 +33,7 @@ demo: migrate
 # in a few minutes; production keeps the default of three days.
 run: demo
 	@echo "Lethe: portal http://127.0.0.1:5000/  staff http://127.0.0.1:5000/admin/"
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	export LETHE_COOLING_OFF_MINUTES=$${LETHE_COOLING_OFF_MINUTES:-1}; \
 	$(BIN)/lethe worker --beat & \
 	$(BIN)/lethe run --host 127.0.0.1 --port 5000
