@@ -12,6 +12,7 @@ from admin import (  # noqa: E402,F401
     holds,
     intake,
     queue,
+    runs,
     setup,
     users,
     views,

@@ -150,6 +150,13 @@ def load_config(instance: Path) -> dict[str, Any]:
         # The hour (0-23, controller's time zone) of the DPO's daily digest of due requests.
         "REMINDER_HOUR": _int("REMINDER_HOUR", 8),
         "RUN_JOBS_INLINE": _env("RUN_JOBS_INLINE", "0") == "1",
+        # A system that fails for a passing reason is tried again after an exponential
+        # backoff with full jitter (base, cap in seconds), this many attempts in all; a run
+        # with no progress for RUN_STALL_MINUTES is requeued or failed by the watchdog.
+        "RETRY_MAX_ATTEMPTS": _int("RETRY_MAX_ATTEMPTS", 5),
+        "RETRY_BASE_SECONDS": _int("RETRY_BASE_SECONDS", 30),
+        "RETRY_MAX_SECONDS": _int("RETRY_MAX_SECONDS", 3600),
+        "RUN_STALL_MINUTES": _int("RUN_STALL_MINUTES", 30),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -193,6 +200,12 @@ def load_config(instance: Path) -> dict[str, Any]:
         raise ConfigurationError(
             f"LETHE_REMINDER_HOUR must be an hour from 0 to 23, not {config['REMINDER_HOUR']}"
         )
+    for name in ("RETRY_MAX_ATTEMPTS", "RUN_STALL_MINUTES"):
+        if config[name] < 1:
+            raise ConfigurationError(f"LETHE_{name} must be at least 1, not {config[name]}")
+    for name in ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS"):
+        if config[name] < 0:
+            raise ConfigurationError(f"LETHE_{name} cannot be negative, not {config[name]}")
     for name in ("DATA_KEY", "HASH_KEY"):
         try:
             if len(bytes.fromhex(config[name])) != 32:

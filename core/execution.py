@@ -18,6 +18,7 @@ from core.lifecycle import transition
 from core.links import callback_link
 from core.models import DataSubjectRequest, RequestType, RunStatus, Status, SystemRun, utcnow
 from core.operations import retain_plan, subject_of
+from core.retries import RetryPolicy, schedule_retry
 from core.systems import Systems
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,14 @@ def mark_running(session: Session, run: SystemRun) -> None:
     )
 
 
-def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
-    """Erase the subject from one system along its approved plan, then re-scan it."""
+def execute_run(
+    session: Session, systems: Systems, run: SystemRun, retry: RetryPolicy | None = None
+) -> int | None:
+    """Erase the subject from one system along its approved plan, then re-scan it.
+
+    With a ``retry`` policy, a transient connector failure puts the run back to planned
+    while attempts are left: return the delay in seconds before trying again (else None).
+    """
     request = run.request
     if run.system not in systems.configs:
         finish_run(
@@ -63,8 +70,7 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
         )
         return
     if request.request_type == RequestType.OBJECTION:
-        _stop_marketing(session, systems, run)
-        return
+        return _stop_marketing(session, systems, run, retry)
     if run.retained_ground is None:
         # A hold placed after approval (during the cooling-off period) still keeps the data.
         hold = hold_on(active_holds(session, request.identity_id), run.system)
@@ -83,8 +89,7 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
             check = connector.verify(subject_of(request))
     except ConnectorError as exc:
         # The connector's message is written to be acted on and holds no personal data.
-        finish_run(session, run, RunStatus.FAILED, str(exc))
-        return
+        return _connector_failed(session, run, exc, retry)
     run.rows_affected = result.rows_affected
     run.remaining = check.remaining
     if result.outcome == Outcome.ACTION_REQUIRED:
@@ -107,15 +112,27 @@ def execute_run(session: Session, systems: Systems, run: SystemRun) -> None:
         finish_run(session, run, RunStatus(result.outcome.value), result.message)
 
 
-def _stop_marketing(session: Session, systems: Systems, run: SystemRun) -> None:
+def _connector_failed(
+    session: Session, run: SystemRun, exc: ConnectorError, retry: RetryPolicy | None
+) -> int | None:
+    """Fail the run, or with a retry policy and a transient failure, plan it again."""
+    if retry is not None and exc.transient:
+        return schedule_retry(session, run, str(exc), retry)
+    finish_run(session, run, RunStatus.FAILED, str(exc))
+    return None
+
+
+def _stop_marketing(
+    session: Session, systems: Systems, run: SystemRun, retry: RetryPolicy | None
+) -> int | None:
     try:
         with systems.open(run.system) as connector:
             result = connector.stop_marketing(subject_of(run.request))
     except ConnectorError as exc:
-        finish_run(session, run, RunStatus.FAILED, str(exc))
-        return
+        return _connector_failed(session, run, exc, retry)
     run.rows_affected = result.rows_affected
     finish_run(session, run, RunStatus(result.outcome.value), result.message)
+    return None
 
 
 def finish_run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from celery import Celery, Task, shared_task
 from celery.schedules import crontab
 from flask import Flask, current_app
@@ -51,6 +52,7 @@ from core.queue import refresh_paused_clocks
 from core.recipients import RETRIES as RECIPIENT_RETRIES
 from core.recipients import backoff_seconds, notify_run
 from core.reminders import send_dpo_reminders
+from core.retries import RetryPolicy, rescue_run, stalled_runs
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ def init_celery(app: Flask) -> Celery:
             },
             # Owners of systems kept by hand: reminders, and the DPOs told after a while.
             "chase-manual-tasks": {"task": "core.jobs.chase_manual_tasks", "schedule": 3600.0},
+            # Runs with no progress (a worker died): requeued or failed, never left running.
+            "watchdog": {"task": "core.jobs.watchdog", "schedule": 60.0},
             # The DPO's digest at the configured hour; the later hours only catch up a day
             # whose digest has not gone out (the scheduler was down, or mail failed).
             "remind-dpos": {
@@ -127,7 +131,7 @@ def start_due_erasures() -> int:
 def export_request(request_id: int) -> None:
     """Gather an access or portability request's data into its package; tell the person."""
     request = lock_request(db.session, request_id)
-    if request.status != Status.RUNNING:
+    if request.status != Status.RUNNING or request.runs_paused:
         db.session.rollback()
         return
     answer_export(db.session, systems(), request)
@@ -165,10 +169,15 @@ def run_system(run_id: int) -> None:
     run = db.session.get(SystemRun, run_id)
     if run is None or run.status in FINISHED or run.request.status != Status.RUNNING:
         return
+    if run.request.runs_paused:  # staff paused the request: resuming it enqueues the run
+        return
     mark_running(db.session, run)
     db.session.commit()
-    execute_run(db.session, systems(), run)
+    delay = execute_run(db.session, systems(), run, RetryPolicy.from_config(current_app.config))
     db.session.commit()
+    if delay is not None:  # a passing failure: the run is planned again, tried after delay
+        run_system.apply_async((run.id,), countdown=delay)
+        return
     if run.status == RunStatus.COMPLETED:  # Art. 19: before the proof, which names them
         notify_recipients.delay(run.id)
     request = lock_request(db.session, run.request_id)
@@ -332,3 +341,54 @@ def fail_overdue_callbacks() -> int:
     for run_id, message in overdue:
         confirm_pending.delay(run_id, "failed", message, actor="scheduler")
     return len(overdue)
+
+
+@shared_task(name="core.jobs.watchdog")
+def watchdog() -> dict[str, int]:
+    """Requeue or fail the runs with no progress for too long; close requests left running.
+
+    Return how many runs were requeued and failed, and how many requests it closed.
+    """
+    stall = current_app.config["RUN_STALL_MINUTES"]
+    policy = RetryPolicy.from_config(current_app.config)
+    requeued: list[SystemRun] = []
+    failed = 0
+    for run in stalled_runs(db.session, stall):
+        if rescue_run(db.session, run, stall, policy):
+            requeued.append(run)
+        else:
+            failed += 1
+    db.session.commit()
+    exports: set[int] = set()
+    for run in requeued:
+        if run.request.request_type.exports:  # an export gathers all its systems again
+            exports.add(run.request_id)
+        else:
+            run_system.delay(run.id)
+    for request_id in sorted(exports):
+        export_request.delay(request_id)
+    # A request still running whose systems have all finished (its last worker died
+    # between finishing a run and closing the request) is closed now.
+    db.session.expire_all()
+    running = db.session.scalars(
+        sa.select(DataSubjectRequest).where(DataSubjectRequest.status == Status.RUNNING)
+    ).all()
+    stuck = []
+    for request in running:
+        if not {RunStatus(run.status) for run in request.runs} <= FINISHED:
+            continue
+        if request.request_type.exports:  # its package was never made: make it now
+            if request.id not in exports:
+                export_request.delay(request.id)
+            continue
+        stuck.append(request.id)
+    db.session.rollback()  # read again under the lock: a worker may be closing it now
+    closed = 0
+    for request_id in stuck:
+        request = lock_request(db.session, request_id)
+        done = close_if_finished(db.session, request)
+        db.session.commit()
+        if done:
+            closed += 1
+            announce_closed(request)
+    return {"requeued": len(requeued), "failed": failed, "closed": closed}

@@ -185,6 +185,8 @@ class DataSubjectRequest(db.Model):
     reason_code: Mapped[str | None] = mapped_column(sa.String(32))
     #: The bulk erasure this request belongs to, if any.
     batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("erasure_batch.id"), index=True)
+    #: Staff paused the request: no system starts (or starts again) until they resume it.
+    runs_paused: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     identity: Mapped[SubjectIdentity] = relationship()
     approved_by: Mapped[StaffUser | None] = relationship(foreign_keys=[approved_by_id])

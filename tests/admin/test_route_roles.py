@@ -78,6 +78,11 @@ ACCESS: dict[str, object] = {
     "admin.pause": DECIDERS,
     "admin.resume": DECIDERS,
     "admin.proof_pdf": ALL_STAFF,
+    # Retrying failed systems (tests/admin/test_retry_actions.py).
+    "admin.retry_run": PREPARERS,
+    "admin.retry_failed": PREPARERS,
+    "admin.pause_runs_view": DECIDERS,
+    "admin.resume_runs_view": DECIDERS,
     # Legal holds.
     "admin.holds": {"GET": ALL_STAFF, "POST": DECIDERS},
     "admin.hold_request_subject": DECIDERS,

@@ -1,0 +1,245 @@
+"""A system that fails for a passing reason is tried again, a bounded number of times; the
+watchdog leaves no run and no request "running" once a worker has died."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.base import (
+    Action,
+    CheckResult,
+    Connector,
+    ConnectorError,
+    EraseResult,
+    Outcome,
+    Plan,
+    Record,
+    Subject,
+    TablePlan,
+    VerifyResult,
+)
+from core.config import ConfigurationError, load_config
+from core.extensions import db
+from core.jobs import watchdog
+from core.models import AuditEvent, DataSubjectRequest, RunStatus, Status, SystemRun, utcnow
+from core.retries import RetryPolicy
+from core.systems import SystemConfig
+from tests.flows import approve, login, submit, verify_latest
+
+
+class FlakyConnector(Connector):
+    """A system that fails ``transient_failures`` times, then erases (a real subclass).
+
+    ``transient_failures = -1`` fails for a passing reason every time; ``permanent`` fails
+    for good.  Every erase call is counted in ``calls``, across instances.
+    """
+
+    name = "flaky"
+    version = "1"
+    calls: list[str] = []
+
+    def check(self) -> CheckResult:
+        return CheckResult(True, "reachable")
+
+    def plan(self, subject: Subject) -> Plan:
+        step = TablePlan(table="tickets", action=Action.DELETE, rows=1, note="")
+        return Plan(system=self.system, connector=self.name, steps=[step])
+
+    def export(self, subject: Subject) -> Iterator[Record]:
+        return iter(())
+
+    def erase(self, subject: Subject, plan: Plan) -> EraseResult:
+        FlakyConnector.calls.append(self.system)
+        if self.settings.get("permanent"):
+            raise ConnectorError(f"{self.system}: the API key was refused; set a new one")
+        failures = self.settings["transient_failures"]
+        if failures < 0 or FlakyConnector.calls.count(self.system) <= failures:
+            raise ConnectorError(f"{self.system}: connection refused", transient=True)
+        return EraseResult(Outcome.COMPLETED, rows_affected={"tickets": 1})
+
+    def verify(self, subject: Subject) -> VerifyResult:
+        return VerifyResult(remaining={"tickets": 0})
+
+
+@pytest.fixture
+def flaky(app):
+    """Return a function that adds the system ``helpdesk`` with the given settings."""
+    systems = app.extensions["lethe.systems"]
+    systems.classes["flaky"] = FlakyConnector
+    FlakyConnector.calls = []
+    # No waiting between attempts in tests: eager tasks run at once anyway.
+    app.config.update(RETRY_BASE_SECONDS=0, RETRY_MAX_SECONDS=0)
+
+    def add(**settings: object) -> None:
+        systems.configs["helpdesk"] = SystemConfig("helpdesk", "flaky", "Helpdesk", settings)
+
+    yield add
+    systems.configs.pop("helpdesk", None)
+
+
+def only_request() -> DataSubjectRequest:
+    db.session.expire_all()
+    return db.session.scalars(sa.select(DataSubjectRequest)).one()
+
+
+def helpdesk_run() -> SystemRun:
+    return next(run for run in only_request().runs if run.system == "helpdesk")
+
+
+def events(action: str) -> list[AuditEvent]:
+    return list(db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == action)))
+
+
+def erase_one(app, client) -> str:
+    """Submit, verify and approve one erasure; return its reference."""
+    submit(client, "alice@example.com")
+    verify_latest(app, client)
+    staff = app.test_client()
+    login(staff)
+    with app.app_context():
+        reference = only_request().reference
+    response = approve(staff, reference)
+    assert response.status_code == 302, response.text
+    return reference
+
+
+def test_a_passing_failure_is_retried_until_the_system_answers(app, client, flaky):
+    flaky(transient_failures=2)
+    erase_one(app, client)
+    with app.app_context():
+        run = helpdesk_run()
+        assert run.status == RunStatus.COMPLETED
+        assert run.attempts == 3
+        assert FlakyConnector.calls == ["helpdesk"] * 3
+        request = only_request()
+        assert request.status == Status.COMPLETED
+        assert len(request.proofs) == 1
+        scheduled = events("run.retry_scheduled")
+        assert [e.details["attempt"] for e in scheduled] == [1, 2]
+        assert {e.details["system"] for e in scheduled} == {"helpdesk"}
+
+
+def test_a_system_that_never_answers_fails_after_the_last_attempt(app, client, flaky):
+    app.config["RETRY_MAX_ATTEMPTS"] = 4
+    flaky(transient_failures=-1)
+    erase_one(app, client)
+    with app.app_context():
+        run = helpdesk_run()
+        assert run.status == RunStatus.FAILED
+        assert run.attempts == 4
+        assert len(FlakyConnector.calls) == 4
+        assert "connection refused" in run.message
+        assert "gave up after 4 attempts" in run.message
+        assert len(events("run.retry_scheduled")) == 3
+        # The demo CRM erased; the helpdesk did not: the request says so and stops running.
+        assert only_request().status == Status.PARTIALLY_COMPLETED
+
+
+def test_a_permanent_failure_stops_the_system_at_once(app, client, flaky):
+    flaky(permanent=True)
+    erase_one(app, client)
+    with app.app_context():
+        run = helpdesk_run()
+        assert run.status == RunStatus.FAILED
+        assert run.attempts == 1
+        assert run.message == "helpdesk: the API key was refused; set a new one"
+        assert events("run.retry_scheduled") == []
+        assert only_request().status == Status.PARTIALLY_COMPLETED
+
+
+def test_the_backoff_grows_with_full_jitter_and_a_cap():
+    policy = RetryPolicy(max_attempts=5, base_seconds=30, max_seconds=100)
+    for attempts, ceiling in [(1, 30), (2, 60), (3, 100), (9, 100)]:
+        delays = {policy.delay(attempts) for _ in range(300)}
+        assert min(delays) >= 0 and max(delays) <= ceiling
+        assert len(delays) > 5  # jittered, not one fixed wait
+    assert max(policy.delay(3) for _ in range(300)) > 60  # the wait grows
+
+
+def test_retry_settings_are_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LETHE_RETRY_MAX_ATTEMPTS", "0")
+    with pytest.raises(ConfigurationError, match="LETHE_RETRY_MAX_ATTEMPTS must be at least 1"):
+        load_config(tmp_path)
+    monkeypatch.setenv("LETHE_RETRY_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("LETHE_RUN_STALL_MINUTES", "soon")
+    with pytest.raises(ConfigurationError, match="LETHE_RUN_STALL_MINUTES must be a whole"):
+        load_config(tmp_path)
+
+
+def crash_during(run_id: int, *, minutes_ago: int, attempts: int) -> None:
+    """Leave the state a worker killed in the middle of ``run_id`` leaves behind."""
+    run = db.session.get(SystemRun, run_id)
+    run.status, run.attempts, run.finished_at = RunStatus.RUNNING, attempts, None
+    run.started_at = utcnow() - timedelta(minutes=minutes_ago)
+    run.request.status = Status.RUNNING
+    run.request.completed_at = None
+    db.session.commit()
+
+
+def test_the_watchdog_requeues_a_run_whose_worker_died(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        proofs = len(only_request().proofs)
+        crash_during(helpdesk_run().id, minutes_ago=60, attempts=1)
+        assert watchdog() == {"requeued": 1, "failed": 0, "closed": 0}
+        run = helpdesk_run()
+        assert run.status == RunStatus.COMPLETED and run.attempts == 2
+        request = only_request()
+        assert request.status == Status.COMPLETED
+        assert len(request.proofs) == proofs + 1  # it closed again: a new proof
+        (requeued,) = events("run.requeued")
+        assert requeued.actor == "watchdog" and requeued.details["system"] == "helpdesk"
+
+
+def test_the_watchdog_fails_a_stalled_run_without_attempts_left(app, client, flaky):
+    app.config["RETRY_MAX_ATTEMPTS"] = 2
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        crash_during(helpdesk_run().id, minutes_ago=31, attempts=2)
+        assert watchdog() == {"requeued": 0, "failed": 1, "closed": 1}
+        run = helpdesk_run()
+        assert run.status == RunStatus.FAILED
+        assert run.message == (
+            "no progress for 30 minutes; the worker may have died — retry this system"
+        )
+        assert only_request().status == Status.PARTIALLY_COMPLETED
+
+
+def test_no_request_stays_running_past_the_watchdog_limit(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        # A run that started a minute ago is left to its worker.
+        crash_during(helpdesk_run().id, minutes_ago=1, attempts=1)
+        assert watchdog() == {"requeued": 0, "failed": 0, "closed": 0}
+        assert helpdesk_run().status == RunStatus.RUNNING
+        # Past the limit, whatever happens, nothing is left running.
+        crash_during(helpdesk_run().id, minutes_ago=31, attempts=5)
+        watchdog()
+        db.session.expire_all()
+        running_runs = db.session.scalars(
+            sa.select(SystemRun).where(SystemRun.status == RunStatus.RUNNING)
+        ).all()
+        assert running_runs == []
+        assert only_request().status != Status.RUNNING
+
+
+def test_the_watchdog_closes_a_request_whose_systems_all_finished(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        request = only_request()
+        proofs = len(request.proofs)
+        # The worker died after finishing the last run, before closing the request.
+        request.status, request.completed_at = Status.RUNNING, None
+        db.session.commit()
+        assert watchdog() == {"requeued": 0, "failed": 0, "closed": 1}
+        request = only_request()
+        assert request.status == Status.COMPLETED
+        assert len(request.proofs) == proofs + 1
