@@ -3,21 +3,14 @@ with what they confirm, and its proof is issued then."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
 from connectors.base import (
-    Action,
-    CheckResult,
-    Connector,
     EraseResult,
     Outcome,
     Plan,
-    Record,
     Subject,
-    TablePlan,
     VerifyResult,
 )
 from core.extensions import db
@@ -25,24 +18,15 @@ from core.jobs import confirm_pending
 from core.models import DataSubjectRequest, RunStatus, Status
 from core.systems import SystemConfig
 from tests.conftest import outbox_messages
+from tests.fakes import OneTableConnector
 from tests.flows import approve, login, submit, verify_latest
 
 
-class WaitingConnector(Connector):
-    """A system in which a person does the erasure later (a real subclass, for tests)."""
+class WaitingConnector(OneTableConnector):
+    """A system in which a person does the erasure later."""
 
     name = "waiting"
-    version = "1"
-
-    def check(self) -> CheckResult:
-        return CheckResult(True, "a person acts")
-
-    def plan(self, subject: Subject) -> Plan:
-        step = TablePlan(table="files", action=Action.DELETE, rows=1, note="by hand")
-        return Plan(system=self.system, connector=self.name, steps=[step])
-
-    def export(self, subject: Subject) -> Iterator[Record]:
-        return iter(())
+    table = "files"
 
     def erase(self, subject: Subject, plan: Plan) -> EraseResult:
         return EraseResult(Outcome.ACTION_REQUIRED, message="waiting for the archive team")

@@ -3,24 +3,17 @@ watchdog leaves no run and no request "running" once a worker has died."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from connectors.base import (
-    Action,
-    CheckResult,
-    Connector,
     ConnectorError,
     EraseResult,
     Outcome,
     Plan,
-    Record,
     Subject,
-    TablePlan,
-    VerifyResult,
 )
 from core.config import ConfigurationError, load_config
 from core.extensions import db
@@ -28,10 +21,11 @@ from core.jobs import watchdog
 from core.models import AuditEvent, DataSubjectRequest, RunStatus, Status, SystemRun, utcnow
 from core.retries import RetryPolicy
 from core.systems import SystemConfig
+from tests.fakes import OneTableConnector
 from tests.flows import approve, login, submit, verify_latest
 
 
-class FlakyConnector(Connector):
+class FlakyConnector(OneTableConnector):
     """A system that fails ``transient_failures`` times, then erases (a real subclass).
 
     ``transient_failures = -1`` fails for a passing reason every time; ``permanent`` fails
@@ -39,18 +33,8 @@ class FlakyConnector(Connector):
     """
 
     name = "flaky"
-    version = "1"
+    table = "tickets"
     calls: list[str] = []
-
-    def check(self) -> CheckResult:
-        return CheckResult(True, "reachable")
-
-    def plan(self, subject: Subject) -> Plan:
-        step = TablePlan(table="tickets", action=Action.DELETE, rows=1, note="")
-        return Plan(system=self.system, connector=self.name, steps=[step])
-
-    def export(self, subject: Subject) -> Iterator[Record]:
-        return iter(())
 
     def erase(self, subject: Subject, plan: Plan) -> EraseResult:
         FlakyConnector.calls.append(self.system)
@@ -60,9 +44,6 @@ class FlakyConnector(Connector):
         if failures < 0 or FlakyConnector.calls.count(self.system) <= failures:
             raise ConnectorError(f"{self.system}: connection refused", transient=True)
         return EraseResult(Outcome.COMPLETED, rows_affected={"tickets": 1})
-
-    def verify(self, subject: Subject) -> VerifyResult:
-        return VerifyResult(remaining={"tickets": 0})
 
 
 @pytest.fixture
