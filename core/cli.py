@@ -159,12 +159,14 @@ def proof_verify(file: Path) -> None:
     from core.proof_issue import check_proof
 
     check = check_proof(db.session, file.read_bytes())
+    _report_signed(check, check.content.get("reference") if check.authentic else "")
+
+
+def _report_signed(check, what: str) -> None:
+    """Print whether a signed PDF is authentic, and why not; exit 1 if it is not."""
     if not check.authentic:
         _fail("NOT AUTHENTIC: " + "; ".join(check.reasons))
-    click.echo(
-        f"authentic: {check.content['reference']}, signed by key {check.key_id}, "
-        f"fingerprint {check.fingerprint}"
-    )
+    click.echo(f"authentic: {what}, signed by key {check.key_id}, fingerprint {check.fingerprint}")
     for reason in check.reasons:
         click.echo(f"  {reason}")
 
@@ -280,14 +282,8 @@ def bulk_verify(file: Path) -> None:
     from core.bulk_summary import check_summary
 
     check = check_summary(db.session, file.read_bytes())
-    if not check.authentic:
-        _fail("NOT AUTHENTIC: " + "; ".join(check.reasons))
-    click.echo(
-        f"authentic: {check.content['reference']}, {check.content['people']} people, "
-        f"signed by key {check.key_id}, fingerprint {check.fingerprint}"
-    )
-    for reason in check.reasons:
-        click.echo(f"  {reason}")
+    content = check.content if check.authentic else {}
+    _report_signed(check, f"{content.get('reference')}, {content.get('people')} people")
 
 
 def register_commands(group: click.Group) -> None:

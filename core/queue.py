@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import open_pause, recompute_due_dates
 from core.lifecycle import CLOSED
+from core.metrics import effective_due
 from core.models import (
     Channel,
     DataSubjectRequest,
@@ -25,8 +26,6 @@ from core.models import (
 )
 from core.operations import hash_email
 
-#: The date that binds now, in SQL.
-effective_due = sa.func.coalesce(DataSubjectRequest.extended_due_on, DataSubjectRequest.due_on)
 #: The longest page of the queue; filters narrow it down.
 PAGE = 200
 
@@ -94,13 +93,13 @@ def queue_query(wanted: QueueFilter, today: date) -> sa.Select:
     if wanted.open_only or wanted.overdue or wanted.due_within is not None:
         query = query.where(DataSubjectRequest.status.not_in(CLOSED))
     if wanted.overdue:
-        query = query.where(effective_due < today)
+        query = query.where(effective_due() < today)
     if wanted.due_within is not None:
         # Not yet late: the overdue ones have their own filter (and count).
         query = query.where(
-            effective_due >= today, effective_due <= today + timedelta(days=wanted.due_within)
+            effective_due() >= today, effective_due() <= today + timedelta(days=wanted.due_within)
         )
-    return query.order_by(effective_due, DataSubjectRequest.received_at).limit(PAGE)
+    return query.order_by(effective_due(), DataSubjectRequest.received_at).limit(PAGE)
 
 
 def state_counts(session: Session) -> dict[str, int]:
