@@ -189,6 +189,13 @@ def worker(beat: bool, concurrency: int) -> None:
     current_app.extensions["celery"].worker_main(argv)
 
 
+@click.command("scheduler")
+@with_appcontext
+def scheduler() -> None:
+    """Run the scheduler alone (exactly one per deployment), when workers run without --beat."""
+    current_app.extensions["celery"].start(["beat", "--loglevel=INFO"])
+
+
 @click.group("demo")
 def demo_group() -> None:
     """Set up the demo CRM used by ``make run``."""
@@ -296,6 +303,7 @@ def register_commands(group: click.Group) -> None:
         audit_group,
         proof_group,
         worker,
+        scheduler,
         demo_group,
         report_group,
         remind_dpos,

@@ -122,6 +122,8 @@ def load_config(instance: Path) -> dict[str, Any]:
         "SYSTEMS_FILE": Path(_env("SYSTEMS_FILE", instance / "systems.toml")),
         "SIGNING_KEY_FILE": Path(_env("SIGNING_KEY_FILE", instance / "signing_key.pem")),
         "CONTROLLER_NAME": _env("CONTROLLER_NAME", "Example Ltd"),
+        # The controller's address, printed on acts of destruction (Roskomnadzor Order 179).
+        "CONTROLLER_ADDRESS": _env("CONTROLLER_ADDRESS", ""),
         # Named in refusals and extensions: where the person may complain (GDPR Art. 77).
         "SUPERVISORY_AUTHORITY": _env("SUPERVISORY_AUTHORITY", DEFAULT_SUPERVISORY_AUTHORITY),
         "SUPERVISORY_AUTHORITY_URL": _env(
@@ -152,11 +154,17 @@ def load_config(instance: Path) -> dict[str, Any]:
         "RUN_JOBS_INLINE": _env("RUN_JOBS_INLINE", "0") == "1",
         # A system that fails for a passing reason is tried again after an exponential
         # backoff with full jitter (base, cap in seconds), this many attempts in all; a run
-        # with no progress for RUN_STALL_MINUTES is requeued or failed by the watchdog.
+        # whose worker has shown no sign of life for RUN_STALL_SECONDS, or a planned one
+        # still waiting that long after it was due, is requeued or failed by the watchdog,
+        # which looks every WATCHDOG_SECONDS.
         "RETRY_MAX_ATTEMPTS": _int("RETRY_MAX_ATTEMPTS", 5),
         "RETRY_BASE_SECONDS": _int("RETRY_BASE_SECONDS", 30),
         "RETRY_MAX_SECONDS": _int("RETRY_MAX_SECONDS", 3600),
-        "RUN_STALL_MINUTES": _int("RUN_STALL_MINUTES", 30),
+        "RUN_STALL_SECONDS": _int("RUN_STALL_SECONDS", 600),
+        "WATCHDOG_SECONDS": _int("WATCHDOG_SECONDS", 60),
+        # Days after a request closed before its personal data (address, what the person
+        # typed, staff's notes) is purged; the proof and the audit log stay.
+        "RETENTION_DAYS": _int("RETENTION_DAYS", 365),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -200,7 +208,7 @@ def load_config(instance: Path) -> dict[str, Any]:
         raise ConfigurationError(
             f"LETHE_REMINDER_HOUR must be an hour from 0 to 23, not {config['REMINDER_HOUR']}"
         )
-    for name in ("RETRY_MAX_ATTEMPTS", "RUN_STALL_MINUTES"):
+    for name in ("RETRY_MAX_ATTEMPTS", "RUN_STALL_SECONDS", "WATCHDOG_SECONDS", "RETENTION_DAYS"):
         if config[name] < 1:
             raise ConfigurationError(f"LETHE_{name} must be at least 1, not {config[name]}")
     for name in ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS"):

@@ -41,7 +41,7 @@ def mark_running(session: Session, run: SystemRun) -> None:
     """Record that an attempt on ``run`` begins, before the connector touches anything."""
     run.status = RunStatus.RUNNING
     run.attempts += 1
-    run.started_at = utcnow()
+    run.started_at = run.heartbeat_at = utcnow()
     record_event(
         session,
         "worker",

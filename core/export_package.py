@@ -4,7 +4,8 @@ The package is one ZIP, sealed with :class:`core.sealed_files.SealedWriter`, hol
 
 - ``json/<system>/<table>.json`` and ``csv/<system>/<table>.csv``: each table twice, the
   same records in a format for other services and one for spreadsheet programs;
-- ``manifest.json``: the summary for programs, and ``index.html``: the same for people.
+- ``manifest.json``: the summary for programs, and ``index.html``: the same for people
+  (``summary.pdf``: that page as a PDF).
 
 A ZIP entry must be written whole before the next begins, and a connector may come back
 to a table after another, so records first stream into sealed spool files (a new segment
@@ -37,8 +38,10 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import render_template
 from flask_babel import force_locale, format_datetime
+from weasyprint import HTML
 
 from connectors.base import Record
+from core.proofs import RefusingFetcher
 from core.sealed_files import SealedWriter, open_sealed
 
 FORMAT = "lethe-export/1"
@@ -273,6 +276,11 @@ class PackageWriter:
                 out.write(manifest.encode("utf-8"))
             with self._entry("index.html") as out:
                 out.write(page.encode("utf-8"))
+            # The same page as a PDF, for people who keep or print documents rather than
+            # web pages; it is drawn from the page alone, fetching nothing.
+            pdf = HTML(string=page, url_fetcher=RefusingFetcher()).write_pdf()
+            with self._entry("summary.pdf") as out:
+                out.write(pdf)
             self._zip.close()
             self._sealed.close()
         except BaseException:

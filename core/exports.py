@@ -24,6 +24,7 @@ from core.execution import close_if_finished, finish_run, mark_running
 from core.export_package import PackageWriter
 from core.models import DataSubjectRequest, ExportPackage, RunStatus, Status, utcnow
 from core.operations import DomainError, subject_of
+from core.retries import RetryPolicy, schedule_retry
 from core.sealed_files import open_sealed
 from core.systems import Systems
 
@@ -43,8 +44,21 @@ def package_path(package: ExportPackage) -> Path:
     return Path(current_app.config["EXPORT_DIR"]) / package.filename
 
 
+class ExportRetry(Exception):
+    """A system failed for a passing reason: the package is dropped and built again later."""
+
+    def __init__(self, delay: int) -> None:
+        super().__init__(f"export retried in {delay} s")
+        self.delay = delay
+
+
 def build_export(
-    session: Session, systems: Systems, request: DataSubjectRequest, *, track_runs: bool = True
+    session: Session,
+    systems: Systems,
+    request: DataSubjectRequest,
+    *,
+    track_runs: bool = True,
+    retry: RetryPolicy | None = None,
 ) -> ExportPackage:
     """Export the subject from every system of the request into a new package.
 
@@ -52,6 +66,11 @@ def build_export(
     and finished after, so a system that fails is visible on its own while the others are
     packaged.  A renewed package (``track_runs=False``) leaves the runs as they were; its
     summary says which systems, if any, it lacks.
+
+    With a ``retry`` policy, a system that fails for a passing reason while attempts are
+    left plans its run again and raises ``ExportRetry``: the unfinished file is deleted,
+    and the whole package is built again after the delay, so the person never gets a
+    package that lacks a system only because of a timeout.
     """
     config = current_app.config
     now = utcnow()
@@ -94,6 +113,12 @@ def build_export(
                         run.system, run.label, system.disclosure, connector.export(subject)
                     )
             except ConnectorError as exc:
+                if track_runs and retry is not None and exc.transient:
+                    delay = schedule_retry(session, run, str(exc), retry)
+                    if delay is not None:
+                        raise ExportRetry(delay) from exc
+                    writer.note_failure(run.system, run.label, run.message)
+                    continue
                 writer.note_failure(run.system, run.label, str(exc))
                 if track_runs:
                     finish_run(session, run, RunStatus.FAILED, str(exc))
@@ -118,9 +143,14 @@ def build_export(
     return package
 
 
-def answer_export(session: Session, systems: Systems, request: DataSubjectRequest) -> ExportPackage:
+def answer_export(
+    session: Session,
+    systems: Systems,
+    request: DataSubjectRequest,
+    retry: RetryPolicy | None = None,
+) -> ExportPackage:
     """Build the package of a running access or portability request and close the request."""
-    package = build_export(session, systems, request)
+    package = build_export(session, systems, request, retry=retry)
     close_if_finished(session, request)
     return package
 
@@ -176,18 +206,22 @@ def purge_expired_exports(session: Session) -> int:
 
     Return how many files were purged.
     """
-    now = utcnow()
     stale = session.scalars(
         sa.select(ExportPackage).where(
             ExportPackage.purged_at.is_(None),
             sa.or_(
-                ExportPackage.expires_at <= now,
+                ExportPackage.expires_at <= utcnow(),
                 ExportPackage.downloads >= ExportPackage.max_downloads,
             ),
         )
     ).all()
     for package in stale:
-        package_path(package).unlink(missing_ok=True)
-        package.purged_at = now
-        record_event(session, "scheduler", "export.purged", package.request.reference)
+        purge_package(session, package)
     return len(stale)
+
+
+def purge_package(session: Session, package: ExportPackage) -> None:
+    """Delete the file of ``package``, keeping its PII-free summary."""
+    package_path(package).unlink(missing_ok=True)
+    package.purged_at = utcnow()
+    record_event(session, "scheduler", "export.purged", package.request.reference)

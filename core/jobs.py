@@ -24,9 +24,14 @@ from core.execution import (
     confirm_run,
     execute_run,
     lock_request,
-    mark_running,
 )
-from core.exports import answer_export, build_export, check_renewable, purge_expired_exports
+from core.exports import (
+    ExportRetry,
+    answer_export,
+    build_export,
+    check_renewable,
+    purge_expired_exports,
+)
 from core.extensions import db
 from core.manual_tasks import MAIL_ERRORS as MANUAL_MAIL_ERRORS
 from core.manual_tasks import chase_waiting, send_task
@@ -52,7 +57,17 @@ from core.queue import refresh_paused_clocks
 from core.recipients import RETRIES as RECIPIENT_RETRIES
 from core.recipients import backoff_seconds, notify_run
 from core.reminders import send_dpo_reminders
-from core.retries import RetryPolicy, rescue_run, stalled_runs
+from core.retention import purge_expired_personal_data
+from core.retries import (
+    Heartbeat,
+    RetryPolicy,
+    claim_run,
+    heartbeat_every,
+    lost_runs,
+    requeue_lost,
+    rescue_run,
+    stalled_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +95,11 @@ def init_celery(app: Flask) -> Celery:
             "start-due-erasures": {"task": "core.jobs.start_due_erasures", "schedule": 15.0},
             "remind-and-expire": {"task": "core.jobs.remind_and_expire", "schedule": 600.0},
             "purge-exports": {"task": "core.jobs.purge_exports", "schedule": 3600.0},
+            # Closed requests whose retention ended lose their personal data.
+            "purge-personal-data": {
+                "task": "core.jobs.purge_personal_data",
+                "schedule": 3600.0,
+            },
             # Systems that confirm by callback and did not within their timeout.
             "fail-overdue-callbacks": {
                 "task": "core.jobs.fail_overdue_callbacks",
@@ -88,7 +108,10 @@ def init_celery(app: Flask) -> Celery:
             # Owners of systems kept by hand: reminders, and the DPOs told after a while.
             "chase-manual-tasks": {"task": "core.jobs.chase_manual_tasks", "schedule": 3600.0},
             # Runs with no progress (a worker died): requeued or failed, never left running.
-            "watchdog": {"task": "core.jobs.watchdog", "schedule": 60.0},
+            "watchdog": {
+                "task": "core.jobs.watchdog",
+                "schedule": float(app.config["WATCHDOG_SECONDS"]),
+            },
             # The DPO's digest at the configured hour; the later hours only catch up a day
             # whose digest has not gone out (the scheduler was down, or mail failed).
             "remind-dpos": {
@@ -134,8 +157,16 @@ def export_request(request_id: int) -> None:
     if request.status != Status.RUNNING or request.runs_paused:
         db.session.rollback()
         return
-    answer_export(db.session, systems(), request)
-    db.session.commit()
+    config = current_app.config
+    runs = [run.id for run in request.runs]
+    try:
+        with Heartbeat(db.engine, runs, heartbeat_every(config["RUN_STALL_SECONDS"])):
+            answer_export(db.session, systems(), request, RetryPolicy.from_config(config))
+            db.session.commit()
+    except ExportRetry as retry:  # a system failed for a passing reason: all again, later
+        db.session.commit()
+        export_request.apply_async((request_id,), countdown=retry.delay)
+        return
     if request.status != Status.FAILED:  # a failed export waits for staff to retry it
         send_export_ready(request)
 
@@ -163,18 +194,30 @@ def purge_exports() -> int:
     return purged
 
 
+@shared_task(name="core.jobs.purge_personal_data")
+def purge_personal_data() -> dict[str, int]:
+    """Purge the personal data of closed requests whose retention ended; say how many."""
+    purged = purge_expired_personal_data(db.session, current_app.config["RETENTION_DAYS"])
+    db.session.commit()
+    return purged
+
+
 @shared_task(name="core.jobs.run_system")
 def run_system(run_id: int) -> None:
     """Erase one request's subject from one system, then close the request if all are done."""
     run = db.session.get(SystemRun, run_id)
-    if run is None or run.status in FINISHED or run.request.status != Status.RUNNING:
+    # Only a planned run is run: a task delivered twice finds it running or finished.
+    if run is None or run.status != RunStatus.PLANNED or run.request.status != Status.RUNNING:
         return
     if run.request.runs_paused:  # staff paused the request: resuming it enqueues the run
         return
-    mark_running(db.session, run)
+    if not claim_run(db.session, run):
+        return  # another worker claimed it a moment ago
     db.session.commit()
-    delay = execute_run(db.session, systems(), run, RetryPolicy.from_config(current_app.config))
-    db.session.commit()
+    config = current_app.config
+    with Heartbeat(db.engine, [run.id], heartbeat_every(config["RUN_STALL_SECONDS"])):
+        delay = execute_run(db.session, systems(), run, RetryPolicy.from_config(config))
+        db.session.commit()
     if delay is not None:  # a passing failure: the run is planned again, tried after delay
         run_system.apply_async((run.id,), countdown=delay)
         return
@@ -349,7 +392,7 @@ def watchdog() -> dict[str, int]:
 
     Return how many runs were requeued and failed, and how many requests it closed.
     """
-    stall = current_app.config["RUN_STALL_MINUTES"]
+    stall = current_app.config["RUN_STALL_SECONDS"]
     policy = RetryPolicy.from_config(current_app.config)
     requeued: list[SystemRun] = []
     failed = 0
@@ -358,6 +401,10 @@ def watchdog() -> dict[str, int]:
             requeued.append(run)
         else:
             failed += 1
+    db.session.commit()
+    for run in lost_runs(db.session, stall):
+        requeue_lost(db.session, run)
+        requeued.append(run)
     db.session.commit()
     exports: set[int] = set()
     for run in requeued:

@@ -187,6 +187,8 @@ class DataSubjectRequest(db.Model):
     batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("erasure_batch.id"), index=True)
     #: Staff paused the request: no system starts (or starts again) until they resume it.
     runs_paused: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    #: When its retention ended and its personal data was purged (``core.retention``).
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     identity: Mapped[SubjectIdentity] = relationship()
     approved_by: Mapped[StaffUser | None] = relationship(foreign_keys=[approved_by_id])
@@ -255,6 +257,11 @@ class SystemRun(db.Model):
     message: Mapped[str] = mapped_column(sa.Text, default="")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the run was last put on the queue (or is due, after a backoff): a planned run
+    #: of a running request still waiting long after this lost its task.
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    #: The last sign of life from the worker running it; the watchdog goes by this.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Set when the DPO kept this system out of the erasure (partial approval) or a legal
     #: hold did: the Art. 17(3) ground, and the hold if one applied.
     retained_ground: Mapped[str | None] = mapped_column(sa.String(40))

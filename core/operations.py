@@ -140,6 +140,7 @@ def submit_request(
     channel: Channel = Channel.PORTAL,
     created_by: StaffUser | None = None,
     subject_country: str | None = None,
+    actor: str | None = None,
 ) -> tuple[DataSubjectRequest, bool]:
     """Record a request, or join the person's open one; return it and whether it is new.
 
@@ -149,6 +150,7 @@ def submit_request(
     them, since anyone could type someone else's.
     """
     config = current_app.config
+    actor = actor or (f"staff:{created_by.email}" if created_by else "subject")
     email_hash = hash_email(email)
     identity = session.scalars(
         sa.select(SubjectIdentity).where(SubjectIdentity.email_hash == email_hash)
@@ -157,7 +159,6 @@ def submit_request(
         identity = SubjectIdentity(email_hash=email_hash)
         session.add(identity)
     elif (existing := find_open_request(session, identity, request_type)) is not None:
-        actor = f"staff:{created_by.email}" if created_by else "subject"
         record_event(session, actor, "request.joined", existing.reference, channel=str(channel))
         return existing, False
     if identity.email_sealed is None:
@@ -192,7 +193,7 @@ def submit_request(
     session.flush()
     record_event(
         session,
-        f"staff:{created_by.email}" if created_by else "subject",
+        actor,
         "request.submitted",
         request.reference,
         type=str(request_type),
@@ -293,12 +294,13 @@ def retain_plan(plan: Plan, ground: str, note: str) -> Plan:
 def approve_request(
     session: Session,
     request: DataSubjectRequest,
-    staff: StaffUser,
+    staff: StaffUser | None,
     systems: Systems,
     plans: dict[str, Plan],
     *,
     retained: Mapping[str, str] | None = None,
     held: Mapping[str, LegalHold] | None = None,
+    actor: str | None = None,
 ) -> None:
     """Approve erasure along ``plans``; it starts when the cooling-off period ends.
 
@@ -345,7 +347,7 @@ def approve_request(
         session,
         request,
         Status.APPROVED,
-        actor=f"staff:{staff.email}",
+        actor=actor or f"staff:{staff.email}",
         plan=plan_digest(plans),
         cooling_off_until=request.cooling_off_until.isoformat(),
         retained={**retained, **{name: hold.ground for name, hold in held.items()}},
@@ -379,6 +381,9 @@ def accept_objection(session: Session, request: DataSubjectRequest, systems: Sys
 def start_erasure(session: Session, request: DataSubjectRequest) -> list[SystemRun]:
     """Move an approved request whose cooling-off (if any) has ended to running; return its runs."""
     transition(session, request, Status.RUNNING, actor="scheduler")
+    now = utcnow()
+    for run in request.runs:
+        run.queued_at = now
     return list(request.runs)
 
 

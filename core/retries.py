@@ -5,14 +5,20 @@ A connector marks a failure worth retrying with ``ConnectorError(transient=True)
 and is tried again after an exponential backoff with full jitter, a bounded number of
 times in all; after the last attempt it fails with the connector's message.
 
-The watchdog finds runs that have been running for longer than a worker ever needs (the
-worker died, or the task was lost) and requeues them while attempts are left, or fails
-them with a message saying so.
+A worker running a system beats a heartbeat into the run while the connector works.  The
+watchdog finds runs marked running whose heartbeat stopped (the worker died) and requeues
+them while attempts are left, or fails them with a message saying so.  It also finds
+planned runs still waiting long after they were due (their task was lost, say by a broker
+that restarted without keeping its queues) and puts them on the queue again.  A task that
+arrives twice does no harm: a worker claims a planned run with one conditional update, so
+only one of them runs it.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,6 +28,8 @@ from sqlalchemy.orm import Session
 from core.audit import record_event
 from core.models import DataSubjectRequest, RunStatus, Status, SystemRun, utcnow
 from core.operations import DomainError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ def schedule_retry(
         )
         return None
     delay = policy.delay(run.attempts)
-    run.status = RunStatus.PLANNED
+    run.status, run.queued_at = RunStatus.PLANNED, utcnow() + timedelta(seconds=delay)
     run.message = f"retrying in {delay} s: {message}"
     record_event(
         session,
@@ -78,26 +86,136 @@ def schedule_retry(
     return delay
 
 
-def stalled_runs(session: Session, stall_minutes: int) -> list[SystemRun]:
-    """Return the runs marked running longer ago than ``stall_minutes``, locked."""
-    limit = utcnow() - timedelta(minutes=stall_minutes)
+def stalled_runs(session: Session, stall_seconds: int) -> list[SystemRun]:
+    """Return the runs marked running with no sign of life for ``stall_seconds``, locked."""
+    limit = utcnow() - timedelta(seconds=stall_seconds)
+    last_sign = sa.func.coalesce(SystemRun.heartbeat_at, SystemRun.started_at)
     return list(
         session.scalars(
             sa.select(SystemRun)
-            .where(SystemRun.status == RunStatus.RUNNING, SystemRun.started_at < limit)
+            .where(SystemRun.status == RunStatus.RUNNING, last_sign < limit)
             .order_by(SystemRun.id)
             .with_for_update()
         )
     )
 
 
-def rescue_run(session: Session, run: SystemRun, stall_minutes: int, policy: RetryPolicy) -> bool:
+def lost_runs(session: Session, stall_seconds: int) -> list[SystemRun]:
+    """Return planned runs of running, unpaused requests still waiting ``stall_seconds``
+    after they were due: their task was lost on the way to a worker."""
+    limit = utcnow() - timedelta(seconds=stall_seconds)
+    return list(
+        session.scalars(
+            sa.select(SystemRun)
+            .join(SystemRun.request)
+            .where(
+                SystemRun.status == RunStatus.PLANNED,
+                sa.or_(SystemRun.queued_at.is_(None), SystemRun.queued_at < limit),
+                DataSubjectRequest.status == Status.RUNNING,
+                DataSubjectRequest.runs_paused.is_(False),
+            )
+            .order_by(SystemRun.id)
+        )
+    )
+
+
+def requeue_lost(session: Session, run: SystemRun) -> None:
+    """Record that a planned run whose task was lost goes on the queue again."""
+    run.queued_at = utcnow()
+    record_event(
+        session,
+        "watchdog",
+        "run.requeued",
+        run.request.reference,
+        system=run.system,
+        attempt=run.attempts,
+        reason="task lost",
+    )
+
+
+def claim_run(session: Session, run: SystemRun) -> bool:
+    """Mark ``run`` running for this worker if it is still planned; return whether it was.
+
+    One conditional update, so two workers handed the same run (a task delivered twice, or
+    requeued by the watchdog while the first was still queued) never both run it.
+    """
+    now = utcnow()
+    claimed = session.execute(
+        sa.update(SystemRun)
+        .where(SystemRun.id == run.id, SystemRun.status == RunStatus.PLANNED)
+        .values(
+            status=RunStatus.RUNNING,
+            attempts=SystemRun.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        session.rollback()
+        return False
+    session.refresh(run)
+    record_event(
+        session,
+        "worker",
+        "run.started",
+        run.request.reference,
+        system=run.system,
+        attempt=run.attempts,
+    )
+    return True
+
+
+class Heartbeat:
+    """Beat into runs every ``every`` seconds, from a thread, while a worker runs them.
+
+    It writes through its own connection of ``engine``, so it neither waits for nor joins
+    the transaction of the task, and stops as soon as the block ends.
+    """
+
+    def __init__(self, engine: sa.Engine, run_ids: list[int], every: float) -> None:
+        self.engine, self.run_ids, self.every = engine, run_ids, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.update(SystemRun)
+                        .where(
+                            SystemRun.id.in_(self.run_ids), SystemRun.status == RunStatus.RUNNING
+                        )
+                        .values(heartbeat_at=utcnow())
+                    )
+            except sa.exc.SQLAlchemyError:
+                # Our database is away for a moment; the next beat tries again, and a run
+                # with no beat for long enough is the watchdog's to rescue.
+                log.warning("runs %s: the heartbeat could not be written", self.run_ids)
+
+
+def heartbeat_every(stall_seconds: int) -> float:
+    """Return how often to beat so that a living worker is never taken for dead."""
+    return max(0.5, min(60.0, stall_seconds / 5))
+
+
+def rescue_run(session: Session, run: SystemRun, stall_seconds: int, policy: RetryPolicy) -> bool:
     """Requeue a stalled run while attempts are left (True), or fail it visibly (False)."""
     from core.execution import finish_run
 
+    silence = _duration(stall_seconds)
     if run.attempts < policy.max_attempts:
-        run.status = RunStatus.PLANNED
-        run.message = f"no progress for {stall_minutes} minutes; requeued"
+        run.status, run.queued_at = RunStatus.PLANNED, utcnow()
+        run.message = f"no sign of life from its worker for {silence}; requeued"
         record_event(
             session,
             "watchdog",
@@ -105,16 +223,22 @@ def rescue_run(session: Session, run: SystemRun, stall_minutes: int, policy: Ret
             run.request.reference,
             system=run.system,
             attempt=run.attempts,
+            reason="worker silent",
         )
         return True
     finish_run(
         session,
         run,
         RunStatus.FAILED,
-        f"no progress for {stall_minutes} minutes; the worker may have died — retry this system",
+        f"no sign of life from its worker for {silence} after {run.attempts} attempts; "
+        "the worker may have died — retry this system",
         actor="watchdog",
     )
     return False
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
 
 
 #: Request states from which staff may retry a failed system.
@@ -153,6 +277,7 @@ def retry_runs(
             previous_attempts=run.attempts,
         )
         run.status, run.attempts, run.finished_at = RunStatus.PLANNED, 0, None
+        run.queued_at = utcnow()
         run.message = "retry requested"
     return runs
 
@@ -181,4 +306,7 @@ def resume_runs(session: Session, request: DataSubjectRequest, actor: str) -> li
     record_event(session, actor, "request.runs_resumed", request.reference)
     if request.status != Status.RUNNING:
         return []
-    return [run for run in request.runs if run.status == RunStatus.PLANNED]
+    planned = [run for run in request.runs if run.status == RunStatus.PLANNED]
+    for run in planned:
+        run.queued_at = utcnow()
+    return planned

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
 from core.extensions import db
-from core.models import AuditEvent, DataSubjectRequest, Role, RunStatus, StaffUser, Status
+from core.jobs import start_due_erasures
+from core.models import (
+    AuditEvent,
+    DataSubjectRequest,
+    Role,
+    RunStatus,
+    StaffUser,
+    Status,
+    utcnow,
+)
 from core.security import hash_password
 from core.systems import SystemConfig
 from tests.conftest import DPO_EMAIL, csrf_token
@@ -192,3 +203,35 @@ def test_a_paused_request_starts_no_system_until_resumed(app, client, broken):
             sa.select(AuditEvent.action).where(AuditEvent.actor == f"staff:{DPO_EMAIL}")
         ).all()
         assert "request.runs_paused" in actions and "request.runs_resumed" in actions
+
+
+def test_a_request_paused_in_its_cooling_off_period_does_not_start_when_it_ends(
+    app, client, broken
+):
+    broken("helpdesk", "billing")
+    app.config["COOLING_OFF_MINUTES"] = 60
+    submit(client, "alice@example.com")
+    verify_latest(app, client)
+    dpo = app.test_client()
+    login(dpo)
+    with app.app_context():
+        reference = only_request().reference
+    assert approve(dpo, reference).status_code == 302
+    page = dpo.get(f"/admin/requests/{reference}")
+    assert "Pause the request" in page.text
+    token = csrf_token(page.text)
+    dpo.post(f"/admin/requests/{reference}/systems/pause", data={"csrf_token": token})
+    with app.app_context():
+        request = only_request()
+        assert request.status == Status.APPROVED and request.runs_paused
+        request.cooling_off_until = utcnow() - timedelta(minutes=1)  # the hour has passed
+        db.session.commit()
+        assert start_due_erasures() == 1
+        request = only_request()
+        assert request.status == Status.RUNNING
+        assert {str(run.status) for run in request.runs} == {"planned"}
+        assert FlakyConnector.calls == []  # no system was touched while paused
+    dpo.post(f"/admin/requests/{reference}/systems/resume", data={"csrf_token": token})
+    with app.app_context():
+        assert only_request().status == Status.COMPLETED
+        assert sorted(FlakyConnector.calls) == ["billing", "helpdesk"]

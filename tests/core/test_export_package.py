@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 
 import pytest
+from pypdf import PdfReader
 
 from connectors.base import ConnectorError, Record, Subject
 from core.crypto import DecryptionError
@@ -509,3 +510,12 @@ def test_a_person_exported_from_the_demo_crm_gets_a_readable_package(
         assert re.search(script, page.plain), "the page is not in the person's language"
     else:
         assert "What we hold about you" in page.plain
+    # The same summary as a PDF, in the person's language, with the same counts.
+    pdf = PdfReader(io.BytesIO(archive.read("summary.pdf")))
+    text = " ".join(sheet.extract_text() for sheet in pdf.pages)
+    assert label in text
+    for table, count in counts.items():
+        assert re.search(rf"{table}\s*{count}", text), f"{table} {count} missing from the PDF"
+    if script:
+        assert re.search(script, text), "the PDF is not in the person's language"
+    assert full_name not in text and email not in text

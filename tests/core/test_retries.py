@@ -3,23 +3,27 @@ watchdog leaves no run and no request "running" once a worker has died."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from connectors.base import (
     ConnectorError,
     EraseResult,
     Outcome,
     Plan,
+    Record,
     Subject,
 )
 from core.config import ConfigurationError, load_config
 from core.extensions import db
-from core.jobs import watchdog
+from core.jobs import run_system, watchdog
 from core.models import AuditEvent, DataSubjectRequest, RunStatus, Status, SystemRun, utcnow
-from core.retries import RetryPolicy
+from core.retries import Heartbeat, RetryPolicy, claim_run
 from core.systems import SystemConfig
 from tests.fakes import OneTableConnector
 from tests.flows import approve, login, submit, verify_latest
@@ -146,16 +150,21 @@ def test_retry_settings_are_checked(tmp_path, monkeypatch):
     with pytest.raises(ConfigurationError, match="LETHE_RETRY_MAX_ATTEMPTS must be at least 1"):
         load_config(tmp_path)
     monkeypatch.setenv("LETHE_RETRY_MAX_ATTEMPTS", "3")
-    monkeypatch.setenv("LETHE_RUN_STALL_MINUTES", "soon")
-    with pytest.raises(ConfigurationError, match="LETHE_RUN_STALL_MINUTES must be a whole"):
+    monkeypatch.setenv("LETHE_RUN_STALL_SECONDS", "soon")
+    with pytest.raises(ConfigurationError, match="LETHE_RUN_STALL_SECONDS must be a whole"):
+        load_config(tmp_path)
+    monkeypatch.setenv("LETHE_RUN_STALL_SECONDS", "0")
+    with pytest.raises(ConfigurationError, match="LETHE_RUN_STALL_SECONDS must be at least 1"):
         load_config(tmp_path)
 
 
 def crash_during(run_id: int, *, minutes_ago: int, attempts: int) -> None:
-    """Leave the state a worker killed in the middle of ``run_id`` leaves behind."""
+    """Leave the state a worker killed in the middle of ``run_id`` leaves behind: its last
+    heartbeat ``minutes_ago``."""
     run = db.session.get(SystemRun, run_id)
     run.status, run.attempts, run.finished_at = RunStatus.RUNNING, attempts, None
-    run.started_at = utcnow() - timedelta(minutes=minutes_ago)
+    run.started_at = utcnow() - timedelta(minutes=minutes_ago + 5)
+    run.heartbeat_at = utcnow() - timedelta(minutes=minutes_ago)
     run.request.status = Status.RUNNING
     run.request.completed_at = None
     db.session.commit()
@@ -182,12 +191,13 @@ def test_the_watchdog_fails_a_stalled_run_without_attempts_left(app, client, fla
     flaky(transient_failures=0)
     erase_one(app, client)
     with app.app_context():
-        crash_during(helpdesk_run().id, minutes_ago=31, attempts=2)
+        crash_during(helpdesk_run().id, minutes_ago=11, attempts=2)
         assert watchdog() == {"requeued": 0, "failed": 1, "closed": 1}
         run = helpdesk_run()
         assert run.status == RunStatus.FAILED
         assert run.message == (
-            "no progress for 30 minutes; the worker may have died — retry this system"
+            "no sign of life from its worker for 10 min after 2 attempts; "
+            "the worker may have died — retry this system"
         )
         assert only_request().status == Status.PARTIALLY_COMPLETED
 
@@ -196,12 +206,13 @@ def test_no_request_stays_running_past_the_watchdog_limit(app, client, flaky):
     flaky(transient_failures=0)
     erase_one(app, client)
     with app.app_context():
-        # A run that started a minute ago is left to its worker.
+        # A run whose worker beat a minute ago is left to its worker, however long ago
+        # it started.
         crash_during(helpdesk_run().id, minutes_ago=1, attempts=1)
         assert watchdog() == {"requeued": 0, "failed": 0, "closed": 0}
         assert helpdesk_run().status == RunStatus.RUNNING
         # Past the limit, whatever happens, nothing is left running.
-        crash_during(helpdesk_run().id, minutes_ago=31, attempts=5)
+        crash_during(helpdesk_run().id, minutes_ago=11, attempts=5)
         watchdog()
         db.session.expire_all()
         running_runs = db.session.scalars(
@@ -224,3 +235,139 @@ def test_the_watchdog_closes_a_request_whose_systems_all_finished(app, client, f
         request = only_request()
         assert request.status == Status.COMPLETED
         assert len(request.proofs) == proofs + 1
+
+
+def lose_task_of(run_id: int, *, minutes_ago: int) -> None:
+    """Leave the state a broker that lost the queued task of ``run_id`` leaves behind."""
+    run = db.session.get(SystemRun, run_id)
+    run.status, run.finished_at = RunStatus.PLANNED, None
+    run.queued_at = utcnow() - timedelta(minutes=minutes_ago)
+    run.request.status, run.request.completed_at = Status.RUNNING, None
+    db.session.commit()
+
+
+def test_a_planned_run_whose_task_was_lost_is_queued_again(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        proofs = len(only_request().proofs)
+        # Queued a minute ago: its task may well still be on its way to a worker.
+        lose_task_of(helpdesk_run().id, minutes_ago=1)
+        assert watchdog() == {"requeued": 0, "failed": 0, "closed": 0}
+        assert helpdesk_run().status == RunStatus.PLANNED
+        # Ten minutes after it was due, nobody has it: it goes on the queue again.
+        lose_task_of(helpdesk_run().id, minutes_ago=11)
+        assert watchdog()["requeued"] == 1
+        run = helpdesk_run()
+        assert run.status == RunStatus.COMPLETED
+        assert FlakyConnector.calls == ["helpdesk", "helpdesk"]
+        request = only_request()
+        assert request.status == Status.COMPLETED
+        assert len(request.proofs) == proofs + 1
+        (requeued,) = events("run.requeued")
+        assert requeued.details == {
+            "system": "helpdesk",
+            "attempt": 1,
+            "reason": "task lost",
+        }
+
+
+def test_a_paused_request_keeps_its_planned_runs_off_the_queue(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        lose_task_of(helpdesk_run().id, minutes_ago=60)
+        only_request().runs_paused = True
+        db.session.commit()
+        assert watchdog()["requeued"] == 0
+        assert helpdesk_run().status == RunStatus.PLANNED
+        assert FlakyConnector.calls == ["helpdesk"]
+
+
+def test_a_task_delivered_twice_runs_the_system_once(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        lose_task_of(helpdesk_run().id, minutes_ago=0)
+        run_id = helpdesk_run().id
+        # Two workers load the same planned run before either claims it.
+        other = Session(db.engine)
+        try:
+            theirs = other.get(SystemRun, run_id)
+            assert theirs.status == RunStatus.PLANNED
+            assert claim_run(db.session, helpdesk_run())
+            db.session.commit()
+            assert not claim_run(other, theirs)
+        finally:
+            other.close()
+        run = helpdesk_run()
+        assert run.status == RunStatus.RUNNING and run.attempts == 2
+        started = [e for e in events("run.started") if e.details["system"] == "helpdesk"]
+        assert len(started) == 2  # the first run's start, and this one: not a third
+
+
+def test_a_task_arriving_for_a_run_already_running_leaves_it_alone(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        crash_during(helpdesk_run().id, minutes_ago=0, attempts=1)
+        run_system(helpdesk_run().id)  # redelivered while its first worker still works
+        run = helpdesk_run()
+        assert run.status == RunStatus.RUNNING and run.attempts == 1
+        assert FlakyConnector.calls == ["helpdesk"]
+
+
+def test_the_heartbeat_keeps_a_long_run_from_being_taken_for_dead(app, client, flaky):
+    flaky(transient_failures=0)
+    erase_one(app, client)
+    with app.app_context():
+        crash_during(helpdesk_run().id, minutes_ago=60, attempts=1)
+        run_id = helpdesk_run().id
+        with Heartbeat(db.engine, [run_id], every=0.05):
+            deadline = time.monotonic() + 10
+            while helpdesk_run().heartbeat_at < utcnow() - timedelta(minutes=1):
+                assert time.monotonic() < deadline, "no heartbeat was written"
+                time.sleep(0.05)
+        db.session.rollback()
+        assert watchdog() == {"requeued": 0, "failed": 0, "closed": 0}
+        assert helpdesk_run().status == RunStatus.RUNNING
+
+
+class FlakyExports(FlakyConnector):
+    """A system whose export fails for a passing reason ``transient_failures`` times."""
+
+    name = "flaky-exports"
+    exported: list[str] = []
+
+    def export(self, subject: Subject) -> Iterator[Record]:
+        FlakyExports.exported.append(self.system)
+        if FlakyExports.exported.count(self.system) <= self.settings["transient_failures"]:
+            raise ConnectorError(f"{self.system}: timed out", transient=True)
+        yield Record(table="tickets", data={"id": 7, "subject": "Refund"})
+
+
+def test_an_export_that_fails_for_a_passing_reason_is_built_again(app, client, flaky):
+    app.extensions["lethe.systems"].classes["flaky-exports"] = FlakyExports
+    FlakyExports.exported = []
+    app.extensions["lethe.systems"].configs["helpdesk"] = SystemConfig(
+        "helpdesk", "flaky-exports", "Helpdesk", {"transient_failures": 2}
+    )
+    submit(client, "alice@example.com", "access")
+    verify_latest(app, client)
+    staff = app.test_client()
+    login(staff)
+    with app.app_context():
+        reference = only_request().reference
+    assert approve(staff, reference).status_code == 302
+    with app.app_context():
+        request = only_request()
+        assert request.status == Status.COMPLETED
+        assert FlakyExports.exported == ["helpdesk"] * 3
+        run = helpdesk_run()
+        assert run.status == RunStatus.COMPLETED and run.attempts == 3
+        assert run.rows_affected == {"tickets": 1}
+        # One package, whole: no half package was left from the failed attempts.
+        (package,) = request.exports
+        assert package.summary["systems"]["helpdesk"]["tables"] == {"tickets": 1}
+        assert len(list(app.config["EXPORT_DIR"].iterdir())) == 1
+        assert [e.details["attempt"] for e in events("run.retry_scheduled")] == [1, 2]

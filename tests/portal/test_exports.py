@@ -71,7 +71,7 @@ def test_an_approved_access_request_is_answered_at_once_with_a_package(app, clie
 
     package = open_zip(client.get(download_link(app)))
     names = set(package.namelist())
-    assert {"manifest.json", "index.html"} <= names
+    assert {"manifest.json", "index.html", "summary.pdf"} <= names
     assert {"json/crm/customers.json", "csv/crm/customers.csv", "csv/crm/orders.csv"} <= names
     customers = json.loads(package.read("json/crm/customers.json"))
     assert [row["email"] for row in customers] == ["alice@example.com"]
