@@ -41,9 +41,11 @@ run: demo
 test: install
 	$(BIN)/pytest
 
-# Refresh docs/screenshots/ (every portal page in every language, the main staff pages).
+# Refresh docs/screenshots/ (every portal page in every language, the main staff pages,
+# the first page of a sample proof of deletion in each language).
 screenshots: install
 	LETHE_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_portal_browser.py tests/e2e/test_admin_browser.py
+	$(BIN)/python scripts/proof_screenshots.py
 
 lint: install
 	$(BIN)/ruff check .

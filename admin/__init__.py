@@ -7,6 +7,7 @@ bp = Blueprint("admin", __name__)
 # Each module registers its routes on bp.
 from admin import (  # noqa: E402,F401
     accounts,
+    audit,
     bulk,
     dashboard,
     holds,

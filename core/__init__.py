@@ -78,8 +78,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_security(app)
 
     from admin import bp as admin_bp
+    from admin.api import init_api
     from portal import bp as portal_bp
 
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
+    init_api(app)  # /api/v1 and its OpenAPI document
     return app

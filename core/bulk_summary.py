@@ -7,29 +7,18 @@ embedded as ``proof.json`` with its Ed25519 signature — so the same checks app
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 
 from core.audit import chain_head
+from core.keyring import current_signing_key, trusted_keys
 from core.models import DataSubjectRequest, ErasureBatch, Proof, SystemRun, utcnow
-from core.proofs import (
-    CONTENT_NAME,
-    SIGNATURE_NAME,
-    TEMPLATES,
-    ProofCheck,
-    canonical_json,
-    fingerprint,
-    verify_proof_pdf,
-    write_signed_pdf,
-)
+from core.proofs import ProofCheck, canonical_json, render_signed_document, verify_proof_pdf
 from core.signing import SigningKey
 
 FORMAT = "lethe-batch/1"
@@ -101,27 +90,14 @@ def summary_content(
 
 def render_summary_pdf(content: Mapping[str, Any], key: SigningKey) -> bytes:
     """Return the signed PDF of a batch summary (English: it is for staff and auditors)."""
-    canonical = canonical_json(content)
-    signature = base64.b64encode(key.sign(canonical)).decode("ascii")
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    html = env.get_template("pdf/batch.html").render(
-        batch=json.loads(canonical),
-        listed_max=PAGE_LIST_MAX,
-        key_id=key.key_id,
-        signature=signature,
-        fingerprint=fingerprint(canonical),
-        content_name=CONTENT_NAME,
-        signature_name=SIGNATURE_NAME,
+    return render_signed_document(
+        "pdf/batch.html", content, key, "this batch summary", listed_max=PAGE_LIST_MAX
     )
-    signature_doc = json.dumps(
-        {"key_id": key.key_id, "algorithm": "Ed25519", "signature": signature}
-    )
-    return write_signed_pdf(html, canonical, signature_doc, "this batch summary")
 
 
 def issue_summary(session: Session, batch: ErasureBatch, outcomes: Mapping[str, int]) -> str:
     """Render, sign and keep the batch's summary; return its fingerprint."""
-    key = current_app.extensions["lethe.signing_key"]
+    key = current_signing_key()
     content = summary_content(session, batch, outcomes)
     canonical = canonical_json(content)
     pdf = render_summary_pdf(content, key)
@@ -142,8 +118,7 @@ def issue_summary(session: Session, batch: ErasureBatch, outcomes: Mapping[str, 
 
 def check_summary(session: Session, pdf: bytes) -> ProofCheck:
     """Verify a batch summary's signature and that its bytes are the summary we keep."""
-    key = current_app.extensions["lethe.signing_key"]
-    check = verify_proof_pdf(pdf, {key.key_id: key.public_key})
+    check = verify_proof_pdf(pdf, trusted_keys())
     if not check.authentic:
         return check
     if check.content.get("format") != FORMAT:

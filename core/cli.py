@@ -14,6 +14,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from connectors.base import ConfigError, ConnectorError, Subject
 from core import create_app, deadlines
+from core.api_cli import create_api_key_command, revoke_api_key_command
 from core.audit import record_event, verify_chain
 from core.config import ConfigurationError
 from core.crypto import keyed_hash, normalise_email
@@ -162,6 +163,37 @@ def proof_verify(file: Path) -> None:
     _report_signed(check, check.content.get("reference") if check.authentic else "")
 
 
+@click.group("keys")
+def keys_group() -> None:
+    """List and rotate the keys that sign proofs."""
+
+
+@keys_group.command("list")
+@with_appcontext
+def keys_list() -> None:
+    """Print every key that signed proofs: the current one, then the retired ones."""
+    from core.keyring import published_keys
+
+    for key in published_keys():
+        retired = f", retired {key.retired}" if key.retired else ""
+        click.echo(f"{key.key_id}  {key.algorithm}  {key.status:<7}  since {key.since}{retired}")
+
+
+@keys_group.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """Sign new proofs with a new key; keep the old public key so old proofs still verify."""
+    from core.keyring import rotate_signing_key
+
+    try:
+        retired, new = rotate_signing_key(db.session, "cli")
+    except OSError as exc:
+        _fail(f"the signing key could not be rotated: {exc}")
+    db.session.commit()
+    click.echo(f"Retired key {retired.key_id}; it still verifies the proofs it signed.")
+    click.echo(f"New proofs are signed with key {new.key_id}.")
+
+
 def _report_signed(check, what: str) -> None:
     """Print whether a signed PDF is authentic, and why not; exit 1 if it is not."""
     if not check.authentic:
@@ -302,12 +334,15 @@ def register_commands(group: click.Group) -> None:
         deadline,
         audit_group,
         proof_group,
+        keys_group,
         worker,
         scheduler,
         demo_group,
         report_group,
         remind_dpos,
         bulk_group,
+        create_api_key_command,
+        revoke_api_key_command,
     ):
         group.add_command(command)
 

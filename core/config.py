@@ -162,6 +162,14 @@ def load_config(instance: Path) -> dict[str, Any]:
         "RETRY_MAX_SECONDS": _int("RETRY_MAX_SECONDS", 3600),
         "RUN_STALL_SECONDS": _int("RUN_STALL_SECONDS", 600),
         "WATCHDOG_SECONDS": _int("WATCHDOG_SECONDS", 60),
+        # Webhooks out on every change of a request's state (core/webhooks.py): the URLs
+        # (comma-separated), the HMAC secret that signs them, and how they are retried.
+        "WEBHOOK_URLS": [u.strip() for u in _env("WEBHOOK_URLS", "").split(",") if u.strip()],
+        "WEBHOOK_SECRET": _env("WEBHOOK_SECRET", ""),
+        "WEBHOOK_MAX_ATTEMPTS": _int("WEBHOOK_MAX_ATTEMPTS", 10),
+        "WEBHOOK_BASE_SECONDS": _int("WEBHOOK_BASE_SECONDS", 30),
+        "WEBHOOK_MAX_SECONDS": _int("WEBHOOK_MAX_SECONDS", 6 * 3600),
+        "WEBHOOK_TIMEOUT_SECONDS": _int("WEBHOOK_TIMEOUT_SECONDS", 10),
         # Days after a request closed before its personal data (address, what the person
         # typed, staff's notes) is purged; the proof and the audit log stay.
         "RETENTION_DAYS": _int("RETENTION_DAYS", 365),
@@ -214,6 +222,8 @@ def load_config(instance: Path) -> dict[str, Any]:
     for name in ("RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS"):
         if config[name] < 0:
             raise ConfigurationError(f"LETHE_{name} cannot be negative, not {config[name]}")
+    if config["WEBHOOK_URLS"] and len(config["WEBHOOK_SECRET"]) < 16:
+        raise ConfigurationError("LETHE_WEBHOOK_URLS needs LETHE_WEBHOOK_SECRET (16+ characters)")
     for name in ("DATA_KEY", "HASH_KEY"):
         try:
             if len(bytes.fromhex(config[name])) != 32:

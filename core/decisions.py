@@ -175,7 +175,13 @@ def extension_note(request: DataSubjectRequest) -> str:
 
 
 def deny_request(
-    session: Session, request: DataSubjectRequest, staff: StaffUser, reason: str, note: str
+    session: Session,
+    request: DataSubjectRequest,
+    staff: StaffUser | None,
+    reason: str,
+    note: str,
+    *,
+    actor: str | None = None,
 ) -> None:
     """Refuse a verified request on the ground ``reason``, explained by ``note``."""
     if request.status != Status.VERIFIED:
@@ -200,7 +206,8 @@ def deny_request(
     request.decision_note_sealed = seal(request, note)
     request.decided_at, request.decided_by = utcnow(), staff
     # The note stays out of the audit log: it may name the person, and the log outlives them.
-    transition(session, request, Status.DENIED, actor=f"staff:{staff.email}", reason=ground.code)
+    actor = actor or f"staff:{staff.email}"
+    transition(session, request, Status.DENIED, actor=actor, reason=ground.code)
 
 
 def _clock(request: DataSubjectRequest) -> dict[str, object]:
@@ -231,7 +238,13 @@ def extension_due_on(request: DataSubjectRequest) -> date:
 
 
 def extend_request(
-    session: Session, request: DataSubjectRequest, staff: StaffUser, reason: str, note: str
+    session: Session,
+    request: DataSubjectRequest,
+    staff: StaffUser | None,
+    reason: str,
+    note: str,
+    *,
+    actor: str | None = None,
 ) -> date:
     """Extend the deadline of ``request`` once, for ``reason``; return the new due date."""
     if request.status in CLOSED:
@@ -255,7 +268,7 @@ def extend_request(
     request.extension_note_sealed = seal(request, note)
     record_event(
         session,
-        f"staff:{staff.email}",
+        actor or f"staff:{staff.email}",
         "request.extended",
         request.reference,
         reason=found.code,

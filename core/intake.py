@@ -70,12 +70,14 @@ def _received_at(day: date) -> datetime:
 
 
 def record_request(
-    session: Session, staff: StaffUser, intake: Intake
+    session: Session, staff: StaffUser | None, intake: Intake, *, actor: str | None = None
 ) -> tuple[DataSubjectRequest, bool]:
     """Record a request from another channel; return it and whether it is new.
 
     An open request of the same person for the same thing is joined, as on the portal.
+    ``actor`` names who did it in the audit log when not ``staff`` (an API key).
     """
+    actor = actor or f"staff:{staff.email}"
     if intake.channel not in STAFF_CHANNELS:
         raise DomainError(f"{intake.channel} is not a channel staff record requests from")
     if intake.received_on > today():
@@ -98,11 +100,12 @@ def record_request(
         channel=intake.channel,
         created_by=staff,
         subject_country=country,
+        actor=actor,
     )
     if created and method is not None:
         request.identity_method = method
         request.identity_note_sealed = seal(request, intake.identity_note.strip())
         request.verify_nonce = None
         request.verified_at = utcnow()
-        transition(session, request, Status.VERIFIED, actor=f"staff:{staff.email}", method=method)
+        transition(session, request, Status.VERIFIED, actor=actor, method=method)
     return request, created

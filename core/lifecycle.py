@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import record_event
 from core.models import DataSubjectRequest, Status, utcnow
+from core.webhooks import queue_state_change
 
 #: Every move a request may make.  Anything not listed here is refused.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -43,3 +44,4 @@ def transition(
     record_event(
         session, actor, f"status.{to}", request.reference, **{"from": str(current), **details}
     )
+    queue_state_change(session, request, current, to)  # sent once the transaction commits

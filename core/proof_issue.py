@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from core.audit import chain_head, record_event
+from core.audit import chain_head, record_event, verify_chain
+from core.keyring import current_signing_key, trusted_keys
 from core.links import external_url
-from core.models import DataSubjectRequest, Proof, RunStatus, utcnow
+from core.models import AuditEvent, DataSubjectRequest, Proof, RunStatus, utcnow
 from core.operations import received_on
 from core.proofs import ProofCheck, canonical_json, render_proof_pdf, verify_proof_pdf
 from core.recipients import proof_recipients
@@ -82,11 +83,10 @@ def proof_content(session: Session, request: DataSubjectRequest) -> dict[str, An
 
 def issue_proof_for(session: Session, request: DataSubjectRequest) -> Proof:
     """Render, sign and store the proof of ``request``, in the language of the request."""
-    key = current_app.extensions["lethe.signing_key"]
+    key = current_signing_key()
     content = proof_content(session, request)
-    pdf = render_proof_pdf(
-        content, key, verify_url=external_url("portal.index"), language=request.language
-    )
+    verify_url = external_url("portal.proof_check", reference=request.reference)
+    pdf = render_proof_pdf(content, key, verify_url=verify_url, language=request.language)
     proof = Proof(
         request=request,
         key_id=key.key_id,
@@ -109,19 +109,49 @@ def issue_proof_for(session: Session, request: DataSubjectRequest) -> Proof:
 
 
 def check_proof(session: Session, pdf: bytes) -> ProofCheck:
-    """Verify a proof's signature and, when we issued it, that its bytes are the ones we kept."""
-    key = current_app.extensions["lethe.signing_key"]
-    check = verify_proof_pdf(pdf, {key.key_id: key.public_key})
-    if not check.authentic:
-        return check
+    """Verify a proof: signed by one of our keys, page and bytes as issued, audit chain intact.
+
+    The signature is checked against every key that ever signed our proofs, so proofs
+    signed before a key rotation still verify.
+    """
+    check = verify_proof_pdf(pdf, trusted_keys())
+    if not check.signed:
+        return check  # the content cannot be trusted: nothing more to compare it with
     digest = hashlib.sha256(pdf).hexdigest()
     known = session.scalars(sa.select(Proof).where(Proof.pdf_sha256 == digest)).first()
     if known is None:
-        check.authentic = False
-        check.reasons.append(
+        check.fail(
+            "not_issued",
             "the signed content is genuine, but these bytes are not the PDF "
-            "this deployment issued: the document was altered or re-saved"
+            "this deployment issued: the document was altered or re-saved",
         )
-    else:
+    _check_checkpoint(session, check)
+    if check.authentic:
         check.reasons.append(f"identical to the proof issued on {known.issued_at:%Y-%m-%d}")
     return check
+
+
+def _check_checkpoint(session: Session, check: ProofCheck) -> None:
+    """Check that the audit chain still holds the event the proof records, unaltered."""
+    checkpoint = check.content.get("audit_checkpoint") or {}
+    position, recorded = checkpoint.get("position"), checkpoint.get("hash")
+    event = session.scalars(sa.select(AuditEvent).where(AuditEvent.position == position)).first()
+    if event is None:
+        check.fail(
+            "checkpoint_missing",
+            f"audit chain position {position} recorded in the proof is not in our audit log",
+        )
+        return
+    if event.hash != recorded:
+        check.fail(
+            "checkpoint_differs",
+            f"audit chain position {position} has hash {event.hash}, "
+            f"not the {recorded} recorded in the proof",
+        )
+        return
+    chain = verify_chain(session, through=position)
+    if not chain.ok:
+        check.fail(
+            "chain_broken",
+            f"the audit chain up to position {position} does not verify: {chain.problem}",
+        )

@@ -34,12 +34,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import segno
 from babel.dates import format_date, format_datetime
 from babel.support import Translations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 from weasyprint import HTML, Attachment
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
@@ -74,6 +75,14 @@ def fingerprint(canonical: bytes) -> str:
     return " ".join(digest[i : i + 4] for i in range(0, 16, 4))
 
 
+def qr_code_svg(url: str) -> Markup:
+    """Return a QR code of ``url`` as inline SVG: drawn in the page, nothing to fetch."""
+    svg = segno.make(url, error="m").svg_inline(
+        omitsize=True, svgclass="qr", lineclass=None, border=2, title=url
+    )
+    return Markup(svg)  # noqa: S704  (segno's own markup; the URL is XML-escaped in it)
+
+
 def _environment(language: str) -> Environment:
     """Return the proof templates' environment, speaking ``language`` (English if unknown)."""
     if language not in LANGUAGES:
@@ -99,6 +108,31 @@ def _environment(language: str) -> Environment:
     return env
 
 
+def render_proof_html(
+    content: Mapping[str, Any],
+    key: SigningKey,
+    *,
+    verify_url: str | None = None,
+    language: str = "en",
+) -> str:
+    """Return the page of the proof of ``content`` as HTML, written in ``language``."""
+    canonical = canonical_json(content)
+    return (
+        _environment(language)
+        .get_template("pdf/proof.html")
+        .render(
+            proof=json.loads(canonical),
+            key_id=key.key_id,
+            signature=base64.b64encode(key.sign(canonical)).decode("ascii"),
+            fingerprint=fingerprint(canonical),
+            verify_url=verify_url,
+            verify_qr=qr_code_svg(verify_url) if verify_url else None,
+            content_name=CONTENT_NAME,
+            signature_name=SIGNATURE_NAME,
+        )
+    )
+
+
 def render_proof_pdf(
     content: Mapping[str, Any],
     key: SigningKey,
@@ -108,27 +142,15 @@ def render_proof_pdf(
 ) -> bytes:
     """Return the signed PDF of ``content``, its page written in ``language``."""
     canonical = canonical_json(content)
-    signature = key.sign(canonical)
     signature_doc = json.dumps(
         {
             "key_id": key.key_id,
             "algorithm": "Ed25519",
-            "signature": base64.b64encode(signature).decode("ascii"),
+            # Ed25519 is deterministic: the same signature as the one printed on the page.
+            "signature": base64.b64encode(key.sign(canonical)).decode("ascii"),
         }
     )
-    html = (
-        _environment(language)
-        .get_template("pdf/proof.html")
-        .render(
-            proof=json.loads(canonical),
-            key_id=key.key_id,
-            signature=base64.b64encode(signature).decode("ascii"),
-            fingerprint=fingerprint(canonical),
-            verify_url=verify_url,
-            content_name=CONTENT_NAME,
-            signature_name=SIGNATURE_NAME,
-        )
-    )
+    html = render_proof_html(content, key, verify_url=verify_url, language=language)
     return write_signed_pdf(html, canonical, signature_doc, "this proof")
 
 
@@ -157,15 +179,57 @@ def write_signed_pdf(html: str, canonical: bytes, signature_doc: str, what: str)
     )
 
 
+def render_signed_document(
+    template: str, content: Mapping[str, Any], key: SigningKey, what: str, **context: Any
+) -> bytes:
+    """Return the signed PDF of a staff document (English) drawn by ``template``.
+
+    The template gets ``content`` (as its canonical JSON reads back) as ``document`` and the
+    signature's key id, signature and fingerprint to print; ``context`` adds to that.
+    """
+    canonical = canonical_json(content)
+    signature = base64.b64encode(key.sign(canonical)).decode("ascii")
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    html = env.get_template(template).render(
+        document=json.loads(canonical),
+        key_id=key.key_id,
+        signature=signature,
+        fingerprint=fingerprint(canonical),
+        content_name=CONTENT_NAME,
+        signature_name=SIGNATURE_NAME,
+        **context,
+    )
+    signature_doc = json.dumps(
+        {"key_id": key.key_id, "algorithm": "Ed25519", "signature": signature}
+    )
+    return write_signed_pdf(html, canonical, signature_doc, what)
+
+
 @dataclass
 class ProofCheck:
-    """Whether a proof is authentic, and every reason found for the verdict."""
+    """Whether a proof is authentic, and every reason found for the verdict.
+
+    ``failures`` names each failed check by a code (``not_pdf``, ``unreadable``,
+    ``no_attachments``, ``malformed``, ``unknown_key``, ``bad_signature``, ``page_mismatch``,
+    then those of ``core.proof_issue.check_proof``) for pages that word them for a reader;
+    ``reasons`` says the same, and more, in English.  ``signed`` is whether one of our keys
+    signed the embedded content, so that it can be trusted for further checks.
+    """
 
     authentic: bool
     reasons: list[str] = field(default_factory=list)
     content: dict[str, Any] | None = None
     key_id: str | None = None
     fingerprint: str | None = None
+    failures: list[str] = field(default_factory=list)
+    signed: bool = False
+
+    def fail(self, code: str, reason: str) -> ProofCheck:
+        """Record a failed check; the proof is then not authentic."""
+        self.authentic = False
+        self.failures.append(code)
+        self.reasons.append(reason)
+        return self
 
 
 def _attachments(pdf: bytes) -> tuple[dict[str, bytes], str]:
@@ -178,13 +242,15 @@ def _attachments(pdf: bytes) -> tuple[dict[str, bytes], str]:
 def verify_proof_pdf(pdf: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]) -> ProofCheck:
     """Check a proof's signature, its signing key and that its page matches the signed data."""
     if not pdf.startswith(b"%PDF-"):
-        return ProofCheck(False, ["not a PDF"])
+        return ProofCheck(False).fail("not_pdf", "not a PDF")
     try:
         found, text = _attachments(pdf)
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
-        return ProofCheck(False, [f"the PDF cannot be read: {exc}"])
+    except Exception as exc:  # pypdf raises many kinds of error on a damaged file
+        return ProofCheck(False).fail("unreadable", f"the PDF cannot be read: {exc!r}"[:300])
     if CONTENT_NAME not in found or SIGNATURE_NAME not in found:
-        return ProofCheck(False, [f"no embedded {CONTENT_NAME} and {SIGNATURE_NAME}"])
+        return ProofCheck(False).fail(
+            "no_attachments", f"no embedded {CONTENT_NAME} and {SIGNATURE_NAME}"
+        )
     canonical = found[CONTENT_NAME]
     check = ProofCheck(False, fingerprint=fingerprint(canonical))
     try:
@@ -193,18 +259,15 @@ def verify_proof_pdf(pdf: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]) -
         signature = base64.b64decode(signature_doc["signature"], validate=True)
         check.content = json.loads(canonical)
     except (ValueError, KeyError, TypeError, binascii.Error):
-        check.reasons.append("the embedded signature or content is malformed")
-        return check
+        return check.fail("malformed", "the embedded signature or content is malformed")
     key = trusted_keys.get(check.key_id)
     if key is None:
-        check.reasons.append(f"unknown signing key {check.key_id}")
-        return check
-    if not verify_signature(key, signature, canonical):
-        check.reasons.append("signature does not match the embedded content")
-        return check
+        return check.fail("unknown_key", f"unknown signing key {check.key_id}")
+    if not verify_signature(key, signature, canonical) or not isinstance(check.content, dict):
+        return check.fail("bad_signature", "signature does not match the embedded content")
+    check.signed = True
     flat = " ".join(text.split())
     if str(check.content.get("reference")) not in flat or check.fingerprint not in flat:
-        check.reasons.append("the printed page does not match the signed content")
-        return check
+        return check.fail("page_mismatch", "the printed page does not match the signed content")
     check.authentic = True
     return check

@@ -4,4 +4,10 @@ from flask import Blueprint
 
 bp = Blueprint("portal", __name__)
 
-from portal import callbacks, recipients, tasks, views  # noqa: E402,F401  (registers the routes on bp)
+from portal import (  # noqa: E402,F401  (registers the routes on bp)
+    callbacks,
+    proof_check,
+    recipients,
+    tasks,
+    views,
+)

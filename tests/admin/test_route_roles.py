@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask import url_for
 from werkzeug.routing import IntegerConverter
 
+from core.api_keys import create_api_key
 from core.extensions import db
 from core.models import DataSubjectRequest, Role, StaffUser
 from core.security import hash_password
@@ -29,6 +30,11 @@ DECIDERS = frozenset({Role.ADMIN, Role.DPO})
 PREPARERS = frozenset({Role.ADMIN, Role.DPO, Role.OPERATOR})
 REPORT_READERS = frozenset({Role.ADMIN, Role.DPO, Role.AUDITOR})
 ADMINS = frozenset({Role.ADMIN})
+
+
+class ApiKeyRoles(frozenset):
+    """The roles whose API keys may use an /api/v1 route; no cookie ever opens it."""
+
 
 ACCESS: dict[str, object] = {
     "static": PUBLIC,
@@ -50,6 +56,10 @@ ACCESS: dict[str, object] = {
     "portal.recipient_ack_done": PUBLIC,
     # A system that confirms an erasure later (http [async]): its signed URL is the key.
     "portal.callback": SUBJECT_LINK,
+    # Anyone may check a proof of deletion and fetch the keys that sign proofs.
+    "portal.proof_check": PUBLIC,
+    "portal.proof_keys": PUBLIC,
+    "portal.proof_key_pem": PUBLIC,
     # Signing in and one's own account.
     "admin.login": PUBLIC,
     "admin.login_code": PUBLIC,
@@ -70,6 +80,14 @@ ACCESS: dict[str, object] = {
     "admin.queue": ALL_STAFF,
     "admin.dashboard": ALL_STAFF,
     "admin.yearly_csv": REPORT_READERS,
+    # The auditor's side (tests/admin/test_audit.py): read only, downloads are audited.
+    "admin.audit_requests": REPORT_READERS,
+    "admin.audit_proofs_zip": REPORT_READERS,
+    "admin.audit_log": REPORT_READERS,
+    "admin.audit_log_csv": REPORT_READERS,
+    "admin.audit_log_json": REPORT_READERS,
+    "admin.audit_act_pdf": REPORT_READERS,
+    "admin.audit_act_csv": REPORT_READERS,
     "admin.request_page": ALL_STAFF,
     "admin.new_request": PREPARERS,
     "admin.approve": DECIDERS,
@@ -97,6 +115,16 @@ ACCESS: dict[str, object] = {
     "admin.bulk_discard": PREPARERS,
     "admin.bulk_resume": DECIDERS,
     "admin.bulk_summary": ALL_STAFF,
+    # The JSON API (tests/admin/test_api.py): an API key of these roles, never a cookie.
+    "api-docs.openapi_json": PUBLIC,
+    "api.submit_request": ApiKeyRoles(PREPARERS),
+    "api.list_requests": ApiKeyRoles(ALL_STAFF),
+    "api.get_request": ApiKeyRoles(ALL_STAFF),
+    "api.approve": ApiKeyRoles(DECIDERS),
+    "api.deny": ApiKeyRoles(DECIDERS),
+    "api.extend": ApiKeyRoles(DECIDERS),
+    "api.list_proofs": ApiKeyRoles(REPORT_READERS),
+    "api.get_proof_pdf": ApiKeyRoles(ALL_STAFF),
 }
 
 PASSWORDS = {
@@ -197,6 +225,8 @@ def test_each_role_gets_exactly_what_the_table_says(app, signed_in):
         url = url_of(app, endpoint, samples)
         if access is None:
             continue  # test_every_route_is_classified names it
+        if isinstance(access, ApiKeyRoles):
+            continue  # test_api_keys_get_exactly_what_the_table_says
         if access in (PUBLIC, SUBJECT_LINK):
             if method == "GET" and fetch(anonymous, "GET", url)[0] >= 500:
                 problems.append(f"GET {endpoint}: server error for a visitor")
@@ -216,6 +246,45 @@ def test_each_role_gets_exactly_what_the_table_says(app, signed_in):
                 status in (401, 403) or status >= 500 or location == "/admin/login"
             ):
                 problems.append(f"GET {endpoint}: {role} is allowed but got {status}")
+        if method != "GET":
+            with app.app_context():
+                if snapshot() != before:
+                    problems.append(f"{method} {endpoint}: a refused request changed the database")
+    assert not problems, "\n".join(problems)
+
+
+def test_api_keys_get_exactly_what_the_table_says(app, signed_in):
+    clients, samples = signed_in
+    with app.app_context():
+        keys = {
+            role: create_api_key(db.session, f"matrix-{role}", role, "test")[1] for role in Role
+        }
+        db.session.commit()
+    anonymous = app.test_client()
+    problems = []
+    for endpoint, method, access in routes(app):
+        if not isinstance(access, ApiKeyRoles):
+            continue
+        url = url_of(app, endpoint, samples)
+        body = None if method == "GET" else {}
+        with app.app_context():
+            before = snapshot()
+        # A visitor, and a DPO signed in on the staff side: cookies are not a key.
+        for who, client in (("a visitor", anonymous), ("a signed-in DPO", clients[Role.DPO])):
+            status = client.open(url, method=method, json=body).status_code
+            if status != 401:
+                problems.append(f"{method} {endpoint}: {who} without a key got {status}")
+        for role, key in keys.items():
+            if method != "GET" and role in access:
+                continue  # allowed changes are tests/admin/test_api.py's
+            headers = {"Authorization": f"Bearer {key}"}
+            status = anonymous.open(url, method=method, json=body, headers=headers).status_code
+            if role not in access and status != 403:
+                problems.append(
+                    f"{method} {endpoint}: a {role} key is not allowed but got {status}"
+                )
+            if role in access and (status in (401, 403) or status >= 500):
+                problems.append(f"{method} {endpoint}: a {role} key is allowed but got {status}")
         if method != "GET":
             with app.app_context():
                 if snapshot() != before:
