@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 MO     := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
 
-.PHONY: install run migrate demo test lint format clean messages screenshots
+.PHONY: install run migrate demo test lint format clean messages screenshots bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,9 +47,15 @@ screenshots: install
 	LETHE_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_portal_browser.py tests/e2e/test_admin_browser.py
 	$(BIN)/python scripts/proof_screenshots.py
 
+# Benchmarks (bench/): generate a CRM of 1M customers on PostgreSQL and MariaDB (100k on
+# SQLite), measure erasure, proofs and export, print a table and write docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m bench.run
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -r core portal admin connectors -lll
 
 format: install
 	$(BIN)/ruff format .

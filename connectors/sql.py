@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects import mysql
 
 from connectors.base import (
     Action,
@@ -116,7 +117,11 @@ class SqlConnector(Connector):
         """Return the engine, created on first use."""
         if self._engine is None:
             try:
-                self._engine = sa.create_engine(self.config.url, pool_pre_ping=True)
+                # hide_parameters: the subject's address is a bound value; it must not
+                # reach a DEBUG log or an error message stored on the run.
+                self._engine = sa.create_engine(
+                    self.config.url, pool_pre_ping=True, hide_parameters=True
+                )
             except (exc.ArgumentError, ImportError) as error:
                 raise ConfigError(
                     self.system, "url", f"not a usable database URL: {error}"
@@ -333,14 +338,28 @@ class SqlConnector(Connector):
 
     # -- which rows belong to the subject -------------------------------------------------
 
+    def _comparable(self, expression: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        if self.engine.dialect.name == "mysql":
+            # MySQL's and MariaDB's default collations ignore accents and case ('é' = 'E'):
+            # another person's address would match. Compare code points instead.
+            return sa.cast(expression, mysql.CHAR(charset="utf8mb4")).collate("utf8mb4_bin")
+        return expression
+
     def _match(self, table: sa.Table, subject: Subject) -> sa.ColumnElement[bool]:
+        value = self._comparable(sa.literal(subject.email, sa.String()))
         clauses = []
         for name in self.config.subject_columns:
-            column = table.c[name]
+            column = self._comparable(table.c[name])
             if self.config.match == "case-insensitive":
-                clauses.append(sa.func.lower(column) == subject.email.lower())
+                # The database folds both sides: Python's lower() differs on some letters
+                # ('İ'), and a mismatch would find no one and report the person erased.
+                clauses.append(sa.func.lower(column) == sa.func.lower(value))
+            elif column is table.c[name]:
+                clauses.append(column == value)
             else:
-                clauses.append(column == subject.email)
+                # Equal code points are equal under any collation too, so the plain
+                # comparison (which an index answers) narrows first; the exact one decides.
+                clauses.append(sa.and_(table.c[name] == subject.email, column == value))
         return sa.or_(*clauses)
 
     def _related(self, name: str, subject: Subject) -> sa.ColumnElement[bool]:

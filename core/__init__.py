@@ -66,6 +66,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from core.security import init_security
     from core.signing import load_or_create_signing_key, load_signing_key
     from core.systems import load_systems
+    from core.unavailable import init_unavailable
 
     app.extensions["lethe.systems"] = load_systems(app.config["SYSTEMS_FILE"])
     key_file = Path(app.config["SIGNING_KEY_FILE"])
@@ -76,6 +77,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     init_celery(app)
     init_security(app)
+    init_unavailable(app)  # a database outage: 503 and "try again", not a traceback
 
     from admin import bp as admin_bp
     from admin.api import init_api

@@ -19,6 +19,7 @@ from core.audit import record_event, verify_chain
 from core.config import ConfigurationError
 from core.crypto import keyed_hash, normalise_email
 from core.extensions import db
+from core.key_rotation_cli import rotate_keys_command
 from core.models import Role, StaffUser
 from core.security import hash_password
 from core.staff import StaffError, create_staff, find_staff, unlock_staff
@@ -343,6 +344,7 @@ def register_commands(group: click.Group) -> None:
         bulk_group,
         create_api_key_command,
         revoke_api_key_command,
+        rotate_keys_command,
     ):
         group.add_command(command)
 

@@ -170,10 +170,15 @@ def load_config(instance: Path) -> dict[str, Any]:
         "WEBHOOK_BASE_SECONDS": _int("WEBHOOK_BASE_SECONDS", 30),
         "WEBHOOK_MAX_SECONDS": _int("WEBHOOK_MAX_SECONDS", 6 * 3600),
         "WEBHOOK_TIMEOUT_SECONDS": _int("WEBHOOK_TIMEOUT_SECONDS", 10),
+        # Emails that could not go out wait in the mail queue (core/mail_queue.py): the
+        # first backoff, its ceiling, and the tries after which one is given up.
+        "MAIL_RETRY_BASE_SECONDS": _int("MAIL_RETRY_BASE_SECONDS", 60),
+        "MAIL_RETRY_MAX_SECONDS": _int("MAIL_RETRY_MAX_SECONDS", 3600),
+        "MAIL_MAX_ATTEMPTS": _int("MAIL_MAX_ATTEMPTS", 100),
         # Days after a request closed before its personal data (address, what the person
         # typed, staff's notes) is purged; the proof and the audit log stay.
         "RETENTION_DAYS": _int("RETENTION_DAYS", 365),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": True},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,

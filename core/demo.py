@@ -252,3 +252,72 @@ recipients = ["Our delivery partners, for the address of each order"]
 retention = "Your account while it is open; invoices 10 years under tax law"
 source = "You, when you created your account and placed orders"
 '''
+
+
+#: The reference of the sample proof.
+SAMPLE_REFERENCE = "DSR-7K3F9Q2M"
+
+
+def _sample_step(table: str, action: str, rows: int, **more: object) -> dict:
+    step = {"table": table, "action": action, "rows": rows, "columns": {}, "ground": None}
+    return {**step, "note": "", "via": "", **more}
+
+
+def sample_proof_content() -> dict:
+    """Return the content of a made-up proof (no real person), for pictures and benchmarks."""
+    return {
+        "format": "lethe-proof/1",
+        "controller": "Example Ltd",
+        "reference": SAMPLE_REFERENCE,
+        "subject_hash": "3f1c9a0e5b7d2c4f8e6a1b3d5c7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e",
+        "request_type": "erasure",
+        "jurisdiction": "gdpr-eu",
+        "legal_basis": "GDPR Art. 17",
+        "received_on": "2026-03-05",
+        "due_on": "2026-04-07",
+        "extended_due_on": None,
+        "completed_at": "2026-03-09T10:11:12+00:00",
+        "on_time": True,
+        "approved_by": "dpo@example.com",
+        "systems": [
+            {
+                "system": "crm",
+                "label": "Customer accounts",
+                "connector": "sql",
+                "connector_version": "1",
+                "outcome": "completed",
+                "steps": [
+                    _sample_step("support_tickets", "delete", 3),
+                    _sample_step(
+                        "orders", "retain", 2, ground="art17-3-b", note="invoices: 10 years"
+                    ),
+                    _sample_step(
+                        "customers",
+                        "anonymise",
+                        1,
+                        columns={"email": "placeholder", "full_name": "null", "city": "null"},
+                    ),
+                ],
+                "rows_affected": {"support_tickets": 3, "customers": 1},
+                "verification": {
+                    "clean": True,
+                    "remaining": {"support_tickets": 0, "customers": 0},
+                },
+                "message": "",
+            },
+            {
+                "system": "newsletter",
+                "label": "Newsletter",
+                "connector": "redis",
+                "connector_version": "1",
+                "outcome": "not_found",
+                "steps": [_sample_step("subscriber:*", "delete", 0)],
+                "rows_affected": {},
+                "verification": {"clean": True, "remaining": {}},
+                "message": "",
+            },
+        ],
+        "partial": False,
+        "audit_checkpoint": {"position": 42, "hash": "9c2e" * 16},
+        "issued_at": "2026-03-09T10:11:13+00:00",
+    }

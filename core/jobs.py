@@ -116,6 +116,7 @@ def init_celery(app: Flask) -> Celery:
             # whose digest has not gone out (the scheduler was down, or mail failed).
             # Webhook deliveries that are due and whose task was lost (core/webhooks.py).
             "retry-webhooks": {"task": "core.webhooks.retry_due_webhooks", "schedule": 60.0},
+            "send-due-mail": {"task": "core.mail_queue.send_due_mail", "schedule": 60.0},
             "remind-dpos": {
                 "task": "core.jobs.remind_dpos",
                 "schedule": crontab(minute=0, hour=f"{app.config['REMINDER_HOUR']}-23"),
@@ -124,7 +125,7 @@ def init_celery(app: Flask) -> Celery:
         # Crontab hours are the controller's, like every date the DPO sees.
         timezone=app.config["TIMEZONE"],
         beat_schedule_filename=str(app.config["INSTANCE"] / "celerybeat-schedule"),
-        include=["core.jobs", "core.webhooks"],
+        include=["core.jobs", "core.webhooks", "core.mail_queue"],
     )
     celery.set_default()
     app.extensions["celery"] = celery

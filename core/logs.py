@@ -19,6 +19,13 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class DropResultRows(logging.Filter):
+    """Drop SQLAlchemy's DEBUG lines that print result rows: they hold people's data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.DEBUG and str(record.msg).startswith("Row "))
+
+
 def configure_logging() -> None:
     """Log to stderr at INFO, with signed links redacted and chatty libraries quietened."""
     logging.basicConfig(
@@ -29,5 +36,9 @@ def configure_logging() -> None:
         if not any(isinstance(f, RedactTokens) for f in handler.filters):
             handler.addFilter(redact)
     logging.getLogger("werkzeug").addFilter(redact)
+    # Statement parameters are hidden by the engines (hide_parameters); rows are dropped here.
+    rows = logging.getLogger("sqlalchemy.engine.Engine")
+    if not any(isinstance(f, DropResultRows) for f in rows.filters):
+        rows.addFilter(DropResultRows())
     for noisy in ("fontTools", "weasyprint", "weasyprint.progress"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

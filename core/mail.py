@@ -1,18 +1,15 @@
-"""Send email over SMTP, or write it to ``instance/outbox/`` when no SMTP host is set."""
+"""Build emails and queue them; core/mail_queue.py sends them (SMTP, or the outbox folder)."""
 
 from __future__ import annotations
 
-import logging
-import smtplib
-import uuid
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from flask import current_app, render_template
 from flask_babel import force_locale, get_locale
 
-log = logging.getLogger(__name__)
+from core.extensions import db
+from core.mail_queue import queue_message
 
 
 def build_message(to: str, template: str, **context: object) -> EmailMessage:
@@ -42,27 +39,17 @@ def build_message(to: str, template: str, **context: object) -> EmailMessage:
     return message
 
 
-def send_message(message: EmailMessage) -> None:
-    """Deliver ``message`` over SMTP, or drop it in the outbox folder in development."""
-    config = current_app.config
-    if config["SMTP_HOST"]:
-        with smtplib.SMTP(config["SMTP_HOST"], config["SMTP_PORT"], timeout=30) as smtp:
-            if config["SMTP_STARTTLS"]:
-                smtp.starttls()
-            if config["SMTP_USER"]:
-                smtp.login(config["SMTP_USER"], config["SMTP_PASSWORD"] or "")
-            smtp.send_message(message)
-    else:
-        outbox = config["OUTBOX"]
-        outbox.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        (outbox / f"{stamp}-{uuid.uuid4().hex[:8]}.eml").write_bytes(bytes(message))
+def send_message(message: EmailMessage, kind: str = "message") -> None:
+    """Queue ``message`` in the current transaction; it is sent once that commits.
+
+    Nothing is sent if the transaction rolls back; a message that cannot go out yet stays
+    queued and the scheduler sends it later (core/mail_queue.py).
+    """
+    queue_message(db.session, message, kind)
 
 
 def send_mail(to: str, template: str, language: str = "en", **context: object) -> None:
-    """Render one email in ``language`` and deliver it."""
+    """Render one email in ``language`` and queue it, to be sent after the commit."""
     with force_locale(language):
         message = build_message(to, template, **context)
-    send_message(message)
-    # The recipient is personal data: the log names only the kind of message.
-    log.info("sent the %s email", template)
+    send_message(message, template)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from core.audit import chain_head, record_event, verify_chain
+from core.audit import chain_head, record_event, timeline_of, verify_chain
 from core.keyring import current_signing_key, trusted_keys
 from core.links import external_url
 from core.models import AuditEvent, DataSubjectRequest, Proof, RunStatus, utcnow
@@ -74,6 +74,15 @@ def proof_content(session: Session, request: DataSubjectRequest) -> dict[str, An
         "completed_at": completed_at.isoformat(timespec="seconds"),
         "on_time": completed_on <= request.effective_due_on,
         "approved_by": request.approved_by.email if request.approved_by else None,
+        # Who carried the erasure out: the worker, and any staff member, key or callback
+        # that retried, confirmed or stopped a system.
+        "carried_out_by": sorted(
+            {
+                event.actor
+                for event in timeline_of(session, request.reference)
+                if event.action.startswith("run.")
+            }
+        ),
         "systems": systems,
         "partial": any(RunStatus(run.status) not in finished for run in request.runs),
         "audit_checkpoint": {"position": position, "hash": head_hash},

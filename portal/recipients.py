@@ -15,6 +15,7 @@ from core.extensions import db, limiter
 from core.recipients import acknowledge, open_acknowledgement
 from core.tokens import TokenError
 from portal import bp
+from portal.limits import bad_links
 
 
 class AcknowledgeForm(FlaskForm):
@@ -28,6 +29,7 @@ class AcknowledgeForm(FlaskForm):
 
 
 @bp.route("/recipients/<token>", methods=["GET", "POST"])
+@bad_links
 @limiter.limit("30 per hour", methods=["POST"])
 def recipient_ack(token: str):
     """Show what a recipient was asked to erase and record their acknowledgement, once."""

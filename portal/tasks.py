@@ -18,6 +18,7 @@ from core.jobs import confirm_pending
 from core.manual_tasks import REPORTS, confirmation_message, open_task
 from core.tokens import TokenError
 from portal import bp
+from portal.limits import bad_links
 
 NO_PERSONAL_DATA = (
     "Your words go into the proof of deletion, which auditors read: describe what you did "
@@ -70,6 +71,7 @@ def _systems():
 
 
 @bp.route("/tasks/<token>", methods=["GET", "POST"])
+@bad_links
 @limiter.limit("30 per hour", methods=["POST"])
 def manual_task(token: str):
     """Show a task kept by hand and record the owner's confirmation, once."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import smtplib
 
 from flask import (
     Response,
@@ -24,6 +23,7 @@ from core.exports import check_renewable, current_package, download_problem, ope
 from core.extensions import db, limiter
 from core.jobs import renew_export, start_due_erasures
 from core.links import STATUS_LINK_DAYS, download_token, status_token
+from core.mail_queue import mail_held_back
 from core.models import DataSubjectRequest, RequestType, Status
 from core.notify import notify_subject, send_verification
 from core.operations import (
@@ -41,10 +41,18 @@ from core.operations import (
 from core.tokens import TokenError, nonce_matches, read_token
 from portal import bp
 from portal.forms import ConfirmForm, FeedbackForm, RequestForm
+from portal.limits import bad_links
 from portal.wording import TYPE_WORDS, run_words, state_words
 
 log = logging.getLogger(__name__)
-MAIL_ERRORS = (OSError, smtplib.SMTPException)
+
+
+def _mail_delayed() -> str:
+    """Return the note shown when the email of this page waits in the mail queue."""
+    return _(
+        "We could not send the email just yet. It will go out by itself within a few "
+        "minutes: there is no need to send the form again."
+    )
 
 
 def _stored(response) -> bool:
@@ -79,17 +87,13 @@ def index():
         reason=form.reason.data,
         reason_code=form.reason_code.data or None,
     )
-    db.session.commit()
-    try:
-        if request.status == Status.SUBMITTED:
-            send_verification(request)
-        else:
-            notify_subject(request, "already_open")
-        db.session.commit()
-    except MAIL_ERRORS:
-        log.exception("the confirmation email could not be sent")
-        db.session.rollback()
-        return render_template("portal/mail_down.html"), 503
+    if request.status == Status.SUBMITTED:
+        send_verification(request)
+    else:
+        notify_subject(request, "already_open")
+    db.session.commit()  # the request and its email in one transaction: all or nothing
+    if mail_held_back(db.session):
+        flash(_mail_delayed())
     return redirect(url_for("portal.submitted"))
 
 
@@ -112,6 +116,7 @@ def _request_from_token(purpose: str, token: str, max_age_days: int) -> DataSubj
 
 
 @bp.route("/verify/<token>", methods=["GET", "POST"])
+@bad_links
 @limiter.limit("30 per hour", methods=["POST"])
 def verify(token: str):
     """Confirm the address with one deliberate click, then show the status page."""
@@ -138,6 +143,7 @@ def _status_request(token: str) -> DataSubjectRequest:
 
 
 @bp.route("/status/<token>")
+@bad_links
 def status(token: str):
     """Show where the request is: reference, state, dates and progress per system."""
     try:
@@ -199,6 +205,7 @@ def feedback(token: str):
 
 
 @bp.route("/export/<token>")
+@bad_links
 @limiter.limit("30 per hour", key_func=_token_key)
 def download(token: str):
     """Send the export package, decrypted as it streams; count the download."""
@@ -261,17 +268,17 @@ def resend(token: str):
     except TokenError as exc:
         return _token_problem(exc)
     if ConfirmForm().validate_on_submit() and request.status == Status.SUBMITTED:
-        try:
-            send_verification(request)
-        except MAIL_ERRORS:
-            log.exception("the confirmation email could not be sent again")
-            return render_template("portal/mail_down.html"), 503
+        send_verification(request)
         db.session.commit()
-        flash(_("We sent the confirmation link again. It may take a few minutes to arrive."))
+        if mail_held_back(db.session):
+            flash(_mail_delayed())
+        else:
+            flash(_("We sent the confirmation link again. It may take a few minutes to arrive."))
     return redirect(url_for("portal.status", token=token))
 
 
 @bp.route("/status/<token>/cancel", methods=["POST"])
+@bad_links
 def cancel(token: str):
     """Stop the request while nothing has been erased yet."""
     try:
@@ -286,11 +293,8 @@ def cancel(token: str):
         db.session.rollback()
         flash(_("This request can no longer be cancelled: erasure has started."))
         return redirect(url_for("portal.status", token=token))
+    notify_subject(request, "cancelled")
     db.session.commit()
-    try:
-        notify_subject(request, "cancelled")
-    except MAIL_ERRORS:
-        log.exception("the cancellation email could not be sent")
     flash(_("Your request is cancelled. Nothing was erased."))
     return redirect(url_for("portal.status", token=token))
 

@@ -290,3 +290,51 @@ def test_api_keys_get_exactly_what_the_table_says(app, signed_in):
                 if snapshot() != before:
                     problems.append(f"{method} {endpoint}: a refused request changed the database")
     assert not problems, "\n".join(problems)
+
+
+#: POST routes that authenticate by a signature over the body instead of a form token.
+SIGNED_BODIES = {"portal.callback"}
+
+
+def test_every_form_refuses_a_post_without_its_csrf_token(app, signed_in):
+    clients, samples = signed_in
+    admin = clients[Role.ADMIN]  # allowed everywhere: only the missing token can refuse
+    anonymous = app.test_client()
+    problems = []
+    for endpoint, method, access in routes(app):
+        if method == "GET" or isinstance(access, ApiKeyRoles) or endpoint in SIGNED_BODIES:
+            continue
+        url = url_of(app, endpoint, samples)
+        with app.app_context():
+            before = snapshot()
+        status, location = fetch(anonymous, method, url)
+        # A visitor may be sent to sign in first (nothing to forge without a session).
+        if status != 400 and (status, location) != (302, "/admin/login"):
+            problems.append(f"{method} {endpoint}: a visitor without a token got {status}")
+        status, _ = fetch(admin, method, url)
+        if status != 400:
+            problems.append(f"{method} {endpoint}: an admin without a token got {status}")
+        with app.app_context():
+            if snapshot() != before:
+                problems.append(f"{method} {endpoint}: a post without a token changed something")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_page_sends_the_security_headers(app, signed_in):
+    clients, samples = signed_in
+    problems = []
+    for endpoint, method, access in routes(app):
+        if method != "GET" or isinstance(access, ApiKeyRoles):
+            continue
+        with clients[Role.ADMIN].get(url_of(app, endpoint, samples)) as response:
+            headers = response.headers
+        policy = headers.get("Content-Security-Policy", "")
+        if "unsafe-inline" in policy or "frame-ancestors 'none'" not in policy:
+            problems.append(f"{endpoint}: Content-Security-Policy is {policy!r}")
+        if headers.get("Referrer-Policy") != "no-referrer":
+            problems.append(f"{endpoint}: Referrer-Policy is {headers.get('Referrer-Policy')!r}")
+        if headers.get("X-Content-Type-Options") != "nosniff":
+            problems.append(f"{endpoint}: no X-Content-Type-Options: nosniff")
+        if "Strict-Transport-Security" in headers:
+            problems.append(f"{endpoint}: HSTS outside production")  # http://127.0.0.1 in dev
+    assert not problems, "\n".join(problems)

@@ -56,6 +56,9 @@ def test_a_proof_is_issued_in_the_language_of_its_request(app, client, language,
         check = check_proof(db.session, pdf)
     assert check.authentic, check.reasons
     assert "language" not in check.content and check.content["reference"] == reference
+    # Who approved and who carried it out are stated (staff, not the subject).
+    assert check.content["approved_by"] == "dpo@example.com"
+    assert check.content["carried_out_by"] == ["worker"]
     reader = PdfReader(io.BytesIO(pdf))
     assert reader.root_object["/Lang"] == language
     everything = " ".join(page.extract_text() for page in reader.pages) + " ".join(

@@ -16,6 +16,7 @@ from core.clock import today as local_today
 from core.config import ConfigurationError, load_config
 from core.extensions import db
 from core.jobs import remind_dpos
+from core.mail_queue import send_due_mail
 from core.models import AuditEvent, JobMark, Role, StaffUser, Status
 from core.reminders import JOB, Outcome, send_dpo_reminders
 from core.security import hash_password
@@ -138,19 +139,22 @@ def test_nothing_due_sends_nothing(app):
     assert outbox_messages(app) == []
 
 
-def test_a_day_whose_mail_failed_is_tried_again(app):
+def test_a_digest_whose_mail_failed_waits_in_the_mail_queue_and_goes_out_once(app):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     with app.app_context():
         add_request(Status.FAILED, received=at("2026-02-05"), due="2026-03-05")
-        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=closed_port)
-        failed = send_dpo_reminders(db.session, today=TODAY)
-        assert failed.outcome == Outcome.FAILED and failed.failed == 1
-        assert db.session.scalars(sa.select(JobMark)).all() == []
+        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=closed_port, MAIL_RETRY_BASE_SECONDS=0)
+        queued = send_dpo_reminders(db.session, today=TODAY)
+        # The SMTP server is down: the digest is kept in the mail queue, not lost.
+        assert queued.outcome == Outcome.SENT and queued.sent == 1
+        assert outbox_messages(app) == []
+        again = send_dpo_reminders(db.session, today=TODAY)
+        assert again.outcome == Outcome.ALREADY_SENT  # the queue retries, not the digest
         app.config.update(SMTP_HOST=None)
-        retried = send_dpo_reminders(db.session, today=TODAY)
-    assert retried.outcome == Outcome.SENT
+        assert send_due_mail() == 1
+        assert send_due_mail() == 0
     assert len(outbox_messages(app)) == 1
 
 
