@@ -11,6 +11,7 @@ from xml.etree import ElementTree
 import pyotp
 import sqlalchemy as sa
 
+from core import create_app
 from core.audit import verify_chain
 from core.cli import cli
 from core.config import load_config
@@ -18,6 +19,7 @@ from core.crypto import decrypt
 from core.extensions import db
 from core.models import AuditEvent, Role, StaffUser, utcnow
 from core.security import hash_password
+from core.signing import load_or_create_signing_key
 from tests.conftest import DPO_EMAIL, DPO_PASSWORD, csrf_token
 from tests.flows import login
 
@@ -395,6 +397,21 @@ def test_the_session_cookie_is_http_only_and_same_site(app, client, tmp_path, mo
     monkeypatch.setenv("LETHE_SIGNING_KEY_FILE", str(tmp_path / "key.pem"))
     monkeypatch.setenv("LETHE_DATABASE_URL", "postgresql+psycopg://lethe@db/lethe")
     assert load_config(tmp_path)["SESSION_COOKIE_SECURE"] is True
+
+
+def test_production_pages_ask_browsers_for_https_only(tmp_path, monkeypatch):
+    for name in ("SECRET_KEY", "DATA_KEY", "HASH_KEY"):
+        monkeypatch.setenv(f"LETHE_{name}", "cd" * 32)
+    monkeypatch.setenv("LETHE_ENV", "production")
+    monkeypatch.setenv("LETHE_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("LETHE_SIGNING_KEY_FILE", str(tmp_path / "key.pem"))
+    monkeypatch.setenv("LETHE_DATABASE_URL", "postgresql+psycopg://lethe@db.invalid/lethe")
+    load_or_create_signing_key(tmp_path / "key.pem")  # production never makes one itself
+    production = create_app()
+    with production.test_client().get("/static/lethe.css") as response:
+        assert response.status_code == 200
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
 
 
 # --- My account -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import Outcome, Subject
-from connectors.sql import SqlConnector
+from connectors.sql import KEY_BATCH, SqlConnector
 from tests.services import fresh_database
 
 PERSON = Subject(email="heavy.user@example.org")
@@ -111,3 +111,62 @@ def test_a_person_with_many_rows_is_erased_in_bounded_memory(crm, monkeypatch):
             sa.text("SELECT count(*) FROM invoices WHERE billing_name LIKE '%Heavy User%'")
         )
     engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["mariadb", "postgresql"])
+def test_rows_beyond_one_batch_of_keys_are_all_changed_and_nobody_elses(kind):
+    """MariaDB changes rows by key, KEY_BATCH at a time: every batch is done, no other."""
+    rows = 2 * KEY_BATCH + 7
+    with fresh_database(kind) as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE customers (id integer PRIMARY KEY, email varchar(120) NOT NULL,"
+                " name varchar(80) NOT NULL)"
+            )
+            conn.exec_driver_sql(
+                "CREATE TABLE events (id integer PRIMARY KEY, customer_id integer NOT NULL,"
+                " detail varchar(80), FOREIGN KEY (customer_id) REFERENCES customers(id))"
+            )
+            conn.execute(
+                sa.text("INSERT INTO customers VALUES (1, :a, 'Heavy'), (2, :b, 'Other')"),
+                {"a": PERSON.email, "b": "other@example.org"},
+            )
+            conn.execute(
+                sa.text("INSERT INTO events VALUES (:id, :customer, 'seen')"),
+                [{"id": n, "customer": 1 if n % 3 else 2} for n in range(1, 3 * rows // 2 + 1)],
+            )
+            mine = conn.scalar(sa.text("SELECT count(*) FROM events WHERE customer_id = 1"))
+            theirs = conn.scalar(sa.text("SELECT count(*) FROM events WHERE customer_id = 2"))
+        assert mine > 2 * KEY_BATCH
+        connector = SqlConnector(
+            "crm",
+            {
+                "url": url,
+                "subject": {"table": "customers", "columns": ["email"]},
+                "tables": {
+                    "events": {"action": "delete"},
+                    "customers": {
+                        "action": "anonymise",
+                        "ground": "art17-3-b",
+                        "columns": {"email": "placeholder", "name": "fixed:Erased"},
+                    },
+                },
+            },
+        )
+        try:
+            result = connector.erase(PERSON, connector.plan(PERSON))
+            assert result.rows_affected == {"events": mine, "customers": 1}
+            assert connector.verify(PERSON).clean
+        finally:
+            connector.close()
+        with engine.connect() as conn:
+            left = dict(
+                conn.execute(
+                    sa.text("SELECT customer_id, count(*) FROM events GROUP BY customer_id")
+                ).all()
+            )
+            names = dict(conn.execute(sa.text("SELECT id, name FROM customers")).all())
+        engine.dispose()
+    assert left == {2: theirs}
+    assert names == {1: "Erased", 2: "Other"}
