@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
@@ -26,13 +29,72 @@ from tests.services import fresh_database
 DPO_EMAIL, DPO_PASSWORD = "dpo@example.com", "correct horse battery staple"
 
 
+#: Databases copied from a migrated template: the app fixture need not migrate them again.
+MIGRATED: set[str] = set()
+
+
+class MigratedTemplates:
+    """Lethe's schema migrated once per test run, per database kind, then copied per test.
+
+    Running every migration for each of several hundred tests cost most of the suite's
+    time; a copy (a file for SQLite, ``CREATE DATABASE … TEMPLATE`` for PostgreSQL) is the
+    same schema in a fraction of it.  tests/core/test_migrations.py still migrates step by
+    step.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: dict[str, str] = {}
+        self._cleanup = ExitStack()
+
+    def url_for(self, kind: str) -> str:
+        if kind not in self.made:
+            if kind == "sqlite":
+                url = f"sqlite:///{self.folder / 'template.sqlite'}"
+            else:
+                # Named, so that copies can be made of it; no connection stays open to it.
+                url = self._cleanup.enter_context(fresh_database(kind))
+            self._migrate(url)
+            self.made[kind] = url
+        return self.made[kind]
+
+    def _migrate(self, url: str) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("LETHE_INSTANCE_PATH", str(self.folder / "instance"))
+            for name in ("SMTP_HOST", "DATABASE_URL", "BROKER_URL", "SYSTEMS_FILE", "ENV"):
+                patch.delenv(f"LETHE_{name}", raising=False)
+            app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url})
+            with app.app_context():
+                upgrade()
+                db.session.remove()
+                db.engine.dispose()
+
+    def close(self) -> None:
+        self._cleanup.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates(tmp_path_factory.mktemp("templates"))
+    yield templates
+    templates.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Yield the URL of an empty database of each kind the app supports."""
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: MigratedTemplates
+) -> Iterator[str]:
+    """Yield the URL of a database of each kind the app supports, migrated to the newest."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'lethe.sqlite'}"
+        template = sa.engine.make_url(migrated_templates.url_for("sqlite")).database
+        shutil.copyfile(template, tmp_path / "lethe.sqlite")
+        url = f"sqlite:///{tmp_path / 'lethe.sqlite'}"
+        MIGRATED.add(url)
+        yield url
     else:
-        with fresh_database("postgresql") as url:
+        template = sa.engine.make_url(migrated_templates.url_for("postgresql")).database
+        with fresh_database("postgresql", template=template) as url:
+            MIGRATED.add(url)
             yield url
 
 
@@ -102,7 +164,8 @@ def app(
     )
     app.extensions["celery"].conf.task_always_eager = True
     with app.app_context():
-        upgrade()
+        if database_url not in MIGRATED:
+            upgrade()
         db.session.add(
             StaffUser(email=DPO_EMAIL, password_hash=hash_password(DPO_PASSWORD), role=Role.DPO)
         )

@@ -46,8 +46,11 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 
 @contextmanager
-def fresh_database(kind: str) -> Iterator[str]:
-    """Create an empty PostgreSQL or MariaDB database for one test and drop it afterwards."""
+def fresh_database(kind: str, template: str | None = None) -> Iterator[str]:
+    """Create an empty PostgreSQL or MariaDB database for one test and drop it afterwards.
+
+    With ``template`` (PostgreSQL only), the new database is a copy of that one.
+    """
     if kind == "postgresql":
         admin_url, port, label = POSTGRES_URL, 5432, "PostgreSQL"
     elif kind == "mariadb":
@@ -59,7 +62,8 @@ def fresh_database(kind: str) -> Iterator[str]:
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            copy = f" TEMPLATE {template}" if template else ""
+            conn.exec_driver_sql(f"CREATE DATABASE {name}{copy}")
         url = sa.engine.make_url(admin_url).set(database=name)
         yield url.render_as_string(hide_password=False)
     finally:
