@@ -42,6 +42,11 @@ def mark_running(session: Session, run: SystemRun) -> None:
     run.status = RunStatus.RUNNING
     run.attempts += 1
     run.started_at = run.heartbeat_at = utcnow()
+    record_start(session, run)
+
+
+def record_start(session: Session, run: SystemRun) -> None:
+    """Write the audit event of an attempt on ``run`` beginning."""
     record_event(
         session,
         "worker",

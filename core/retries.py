@@ -119,9 +119,10 @@ def lost_runs(session: Session, stall_seconds: int) -> list[SystemRun]:
     )
 
 
-def requeue_lost(session: Session, run: SystemRun) -> None:
-    """Record that a planned run whose task was lost goes on the queue again."""
-    run.queued_at = utcnow()
+def requeue_lost(session: Session, run: SystemRun, reason: str = "task lost") -> None:
+    """Put ``run`` on the queue again, as planned, and record why (its task was lost, or
+    its worker went silent)."""
+    run.status, run.queued_at = RunStatus.PLANNED, utcnow()
     record_event(
         session,
         "watchdog",
@@ -129,7 +130,7 @@ def requeue_lost(session: Session, run: SystemRun) -> None:
         run.request.reference,
         system=run.system,
         attempt=run.attempts,
-        reason="task lost",
+        reason=reason,
     )
 
 
@@ -155,14 +156,9 @@ def claim_run(session: Session, run: SystemRun) -> bool:
         session.rollback()
         return False
     session.refresh(run)
-    record_event(
-        session,
-        "worker",
-        "run.started",
-        run.request.reference,
-        system=run.system,
-        attempt=run.attempts,
-    )
+    from core.execution import record_start  # core.execution calls this module
+
+    record_start(session, run)
     return True
 
 
@@ -214,17 +210,8 @@ def rescue_run(session: Session, run: SystemRun, stall_seconds: int, policy: Ret
 
     silence = _duration(stall_seconds)
     if run.attempts < policy.max_attempts:
-        run.status, run.queued_at = RunStatus.PLANNED, utcnow()
         run.message = f"no sign of life from its worker for {silence}; requeued"
-        record_event(
-            session,
-            "watchdog",
-            "run.requeued",
-            run.request.reference,
-            system=run.system,
-            attempt=run.attempts,
-            reason="worker silent",
-        )
+        requeue_lost(session, run, reason="worker silent")
         return True
     finish_run(
         session,
