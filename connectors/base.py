@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import datetime
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -225,6 +225,28 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def verify(self, subject: Subject) -> VerifyResult:
         """Re-scan the system and return what still matches the subject."""
+
+    #: True when :meth:`erase_many` erases a batch of people together (set-based, in one
+    #: transaction).  Bulk erasure then hands this system's runs to it a batch at a time;
+    #: otherwise each person's run goes through :meth:`erase` on its own.
+    batch_erase: ClassVar[bool] = False
+
+    def plan_many(self, subjects: Sequence[Subject]) -> list[Plan]:
+        """Return :meth:`plan` for each subject, in the same order; change nothing."""
+        return [self.plan(subject) for subject in subjects]
+
+    def erase_many(self, work: Sequence[tuple[Subject, Plan]]) -> list[EraseResult]:
+        """Carry out each ``(subject, plan)``; return one result per item, in order.
+
+        When it raises, any of the people may or may not have been erased: the caller
+        erases them again one by one, which :meth:`erase` makes safe (running it twice
+        changes nothing more).  It never returns a result for a person it did not erase.
+        """
+        return [self.erase(subject, plan) for subject, plan in work]
+
+    def verify_many(self, subjects: Sequence[Subject]) -> list[VerifyResult]:
+        """Return :meth:`verify` for each subject, in the same order."""
+        return [self.verify(subject) for subject in subjects]
 
     def stop_marketing(self, subject: Subject) -> EraseResult:
         """Stop using the subject's data for direct marketing (GDPR Art. 21(3)).

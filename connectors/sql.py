@@ -2,12 +2,16 @@
 
 The person is found in one table; every table that hangs off it is found by reflecting
 foreign keys.  Erasure runs children first, in one transaction, with one set-based
-statement per table.  Columns whose new value is computed per row in Python (``fake``,
-``pseudonym``) are written in keyset batches of :data:`ROW_BATCH` rows, each batch one
-``UPDATE ... WHERE key = :key`` sent with executemany(); ``null``, ``fixed:``,
-``placeholder`` and ``year`` are SQL expressions.  Idempotency: once erased the person no
-longer matches, so a second run changes nothing and reports the same outcome as the plan
-it carries out.
+statement per table; the plan and the verification count every table in one SELECT.
+Statements are built once per connector and run again with the next person's address.
+The batch verbs (``plan_many``, ``erase_many``, ``verify_many``) load a batch of people
+into a temporary table and run the same statements against all of them at once.
+
+Columns whose new value is computed per row in Python (``fake``, ``pseudonym``) are
+written in keyset batches of :data:`ROW_BATCH` rows, each batch one ``UPDATE ... WHERE key
+= :key`` sent with executemany(); ``null``, ``fixed:``, ``placeholder`` and ``year`` are
+SQL expressions.  Idempotency: once erased the person no longer matches, so a second run
+changes nothing and reports the same outcome as the plan it carries out.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import base64
 import datetime as dt
 import decimal
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,6 +74,27 @@ ROW_BATCH = 500
 KEY_BATCH = 1000
 #: Methods whose value is computed per row in Python (the rest are SQL expressions).
 ROW_METHODS = ("fake", "pseudonym")
+#: The temporary table holding the people of a batch verb: their number and address.
+BATCH_TABLE = "lethe_batch"
+#: The temporary table holding the keys of the rows a batch changes (MySQL, MariaDB).
+KEYS_TABLE = "lethe_keys"
+#: Scopes in which a statement matches the subject: one person (``:lethe_email``), each
+#: person of the batch table (correlated, for counts per person), anyone in it.
+ONE, EACH, ANY = "one", "each", "any"
+EMAIL, AFTER, KEYS = "lethe_email", "lethe_after", "lethe_keys"
+_EMAIL = sa.bindparam(EMAIL, type_=sa.String())
+_AFTER = sa.bindparam(AFTER)
+_KEYS = sa.bindparam(KEYS, expanding=True)
+_BATCH = sa.Table(
+    BATCH_TABLE,
+    sa.MetaData(),
+    sa.Column("n", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String, nullable=False),
+)
+
+
+class _Overlap(Exception):
+    """Rows of a batch belong to more than one of its people: erase them one by one."""
 
 
 def _json_value(value: Any) -> Any:
@@ -87,6 +112,7 @@ class SqlConnector(Connector):
 
     name = "sql"
     version = "1"
+    batch_erase = True
 
     def __init__(self, system: str, settings: Mapping[str, Any]):
         super().__init__(system, settings)
@@ -111,6 +137,9 @@ class SqlConnector(Connector):
             self._pseudonym_key = key.encode("utf-8")
         self._engine: sa.Engine | None = None
         self._schema: tuple[sa.MetaData, Graph] | None = None
+        #: Statements built once and reused with new bound values (see _cached).
+        self._statements: dict[tuple, Any] = {}
+        self._collation: str | None = None
 
     # -- connection and schema ------------------------------------------------------------
 
@@ -339,6 +368,19 @@ class SqlConnector(Connector):
         return ("erased-", "@invalid.example") if "mail" in column.lower() else ("erased-", "")
 
     # -- which rows belong to the subject -------------------------------------------------
+    #
+    # Every statement is built once per connector and kept (see _cached): only the bound
+    # values change from one person to the next.  A statement matches the subject in one
+    # of three scopes: ONE person, bound as :lethe_email; EACH person of the batch table,
+    # correlated with its row (counts per person); ANY person of the batch table (the
+    # set-based changes of erase_many).
+
+    def _cached(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """Return the statement kept under ``key``, building it on first use."""
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = self._statements[key] = build()
+        return statement
 
     def _comparable(self, expression: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         if self.engine.dialect.name == "mysql":
@@ -347,8 +389,11 @@ class SqlConnector(Connector):
             return sa.cast(expression, mysql.CHAR(charset="utf8mb4")).collate("utf8mb4_bin")
         return expression
 
-    def _match(self, table: sa.Table, subject: Subject) -> sa.ColumnElement[bool]:
-        value = self._comparable(sa.literal(subject.email, sa.String()))
+    def _match(self, table: sa.Table, scope: str) -> sa.ColumnElement[bool]:
+        if scope == ANY:
+            return self._match_any(table)
+        raw = _EMAIL if scope == ONE else _BATCH.c.email
+        value = self._comparable(raw)
         clauses = []
         for name in self.config.subject_columns:
             column = self._comparable(table.c[name])
@@ -361,46 +406,181 @@ class SqlConnector(Connector):
             else:
                 # Equal code points are equal under any collation too, so the plain
                 # comparison (which an index answers) narrows first; the exact one decides.
-                clauses.append(sa.and_(table.c[name] == subject.email, column == value))
+                clauses.append(sa.and_(table.c[name] == raw, column == value))
         return sa.or_(*clauses)
 
-    def _related(self, name: str, subject: Subject) -> sa.ColumnElement[bool]:
-        """Return the condition selecting the rows of ``name`` that belong to the subject."""
+    def _match_any(self, table: sa.Table) -> sa.ColumnElement[bool]:
+        """Return the condition "this row matches someone in the batch table"."""
+        email = _BATCH.c.email
+        clauses = []
+        for name in self.config.subject_columns:
+            column = self._comparable(table.c[name])
+            if self.config.match == "case-insensitive":
+                folded = sa.select(sa.func.lower(self._comparable(email)))
+                clauses.append(sa.func.lower(column).in_(folded))
+            elif column is table.c[name]:
+                clauses.append(column.in_(sa.select(email)))
+            else:
+                # Driven from the batch table through the index on the column; the exact
+                # comparison then decides, for the same person.
+                exact = sa.select(email).where(self._comparable(email) == column)
+                clauses.append(table.c[name].in_(exact.correlate(table)))
+        return sa.or_(*clauses)
+
+    def _related(self, name: str, scope: str, derived: bool = False) -> sa.ColumnElement[bool]:
+        """Return the condition selecting the rows of ``name`` that belong to the subject.
+
+        ``derived`` wraps each parent's keys in a derived table, as UPDATE and DELETE need
+        on MySQL; counts and reads go without (MariaDB refuses a derived table that refers
+        to the outer query, as the EACH scope does).
+        """
         metadata, graph = self.schema()
         table = metadata.tables[name]
         if name == self.config.subject_table:
-            return self._match(table, subject)
+            return self._match(table, scope)
         conditions = [
-            self._via(table, metadata.tables[link.parent], link, subject)
+            self._via(table, metadata.tables[link.parent], link, scope, derived)
             for link in graph.links[name]
         ]
         return sa.or_(*conditions)
 
     def _via(
-        self, child: sa.Table, parent: sa.Table, link: Link, subject: Subject
+        self, child: sa.Table, parent: sa.Table, link: Link, scope: str, derived: bool
     ) -> sa.ColumnElement[bool]:
-        # A derived table around the parent's rows: MySQL refuses a subquery on the very
-        # table being updated or deleted from unless it is materialised this way.
-        inner = (
-            sa.select(*[parent.c[c] for c in link.parent_columns])
-            .where(self._related(parent.name, subject))
-            .subquery()
+        keys = sa.select(*[parent.c[c] for c in link.parent_columns]).where(
+            self._related(parent.name, scope, derived)
         )
-        keys = sa.select(*inner.c)
+        if scope == EACH:  # the person is the row of the outermost query, levels above
+            keys = keys.correlate(_BATCH)
+        if derived:
+            # MySQL refuses a subquery on the very table being updated or deleted from
+            # unless it is materialised this way.
+            keys = sa.select(*keys.subquery().c)
         columns = [child.c[c] for c in link.child_columns]
         target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
         return target.in_(keys)
 
-    def _rows(self, table: sa.Table, subject: Subject) -> sa.Select:
+    def _rows(self, table: sa.Table, scope: str) -> sa.Select:
         pk = list(table.primary_key.columns) or list(table.c)
-        inner = sa.select(*pk).where(self._related(table.name, subject)).subquery()
+        inner = sa.select(*pk).where(self._related(table.name, scope, derived=True)).subquery()
         return sa.select(*inner.c)
 
-    def _in_rows(self, table: sa.Table, subject: Subject) -> sa.ColumnElement[bool]:
+    def _in_rows(self, table: sa.Table, scope: str) -> sa.ColumnElement[bool]:
         """Return the condition "this row is one of the subject's", by primary key."""
         pk = list(table.primary_key.columns) or list(table.c)
         target = pk[0] if len(pk) == 1 else sa.tuple_(*pk)
-        return target.in_(self._rows(table, subject))
+        return target.in_(self._rows(table, scope))
+
+    def _changed_rows(self, table: sa.Table, scope: str) -> sa.ColumnElement[bool]:
+        """Return the condition of an UPDATE or DELETE of the subject's rows of ``table``.
+
+        MySQL refuses a subquery on the table being changed unless it is materialised,
+        so there the rows are named by key; elsewhere the condition is used as it is.
+        """
+        if self.engine.dialect.name == "mysql":
+            return self._in_rows(table, scope)
+        return self._related(table.name, scope)
+
+    def _counts(self, scope: str, names: tuple[str, ...]) -> sa.Select:
+        """Return one SELECT counting the subject's rows in each of ``names``.
+
+        In scope ONE it returns one row; in scope EACH one row per person of the batch
+        table, its number first, in the batch's order.
+        """
+
+        def build() -> sa.Select:
+            metadata, _graph = self.schema()
+            counts = [
+                sa.select(sa.func.count())
+                .select_from(metadata.tables[name])
+                .where(self._related(name, scope))
+                .correlate(_BATCH)
+                .scalar_subquery()
+                .label(f"c{index}")
+                for index, name in enumerate(names)
+            ]
+            if scope == EACH:
+                return sa.select(_BATCH.c.n, *counts).order_by(_BATCH.c.n)
+            return sa.select(*counts)
+
+        return self._cached(("counts", scope, names), build)
+
+    def _count_each(self, conn: sa.Connection, names: tuple[str, ...]) -> list[sa.Row]:
+        """Return the counts of each person of the batch table, in its order."""
+        if not getattr(conn.dialect, "is_mariadb", False):
+            return list(conn.execute(self._counts(EACH, names)))
+        # MariaDB's subquery cache keys a correlated subquery on the outer value compared
+        # under its collation: 'é' would be given the rows counted for 'e' just before.
+        conn.exec_driver_sql("SET SESSION optimizer_switch = 'subquery_cache=off'")
+        rows = list(conn.execute(self._counts(EACH, names)))
+        conn.exec_driver_sql("SET SESSION optimizer_switch = 'subquery_cache=on'")
+        return rows
+
+    def _verified_tables(self) -> tuple[str, ...]:
+        _metadata, graph = self.schema()
+        return tuple(
+            name
+            for name in graph.order
+            if (rule := self.config.tables.get(name)) is None or rule.action != Action.RETAIN
+        )
+
+    # -- the batch table: the people of plan_many, erase_many and verify_many --------------
+
+    def _load_batch(self, conn: sa.Connection, subjects: Sequence[Subject]) -> None:
+        """Create the temporary batch table on ``conn`` and fill it, one executemany()."""
+        dialect = conn.dialect.name
+        width = max(1, *(len(s.email) for s in subjects))
+        if dialect == "postgresql":
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {BATCH_TABLE} (n integer PRIMARY KEY,"
+                " email text NOT NULL) ON COMMIT DROP"
+            )
+            conn.exec_driver_sql(f"CREATE INDEX ON {BATCH_TABLE} (email)")
+        elif dialect == "mysql":
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {BATCH_TABLE}")
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {BATCH_TABLE} (n integer NOT NULL PRIMARY KEY,"
+                f" email varchar({width}) CHARACTER SET utf8mb4 COLLATE"
+                f" {self._batch_collation(conn)} NOT NULL, KEY (email({min(width, 191)})))"
+            )
+        else:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{BATCH_TABLE}")
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {BATCH_TABLE} (n integer PRIMARY KEY, email text NOT NULL)"
+            )
+            conn.exec_driver_sql(f"CREATE INDEX temp.ix_{BATCH_TABLE} ON {BATCH_TABLE} (email)")
+        conn.execute(
+            sa.insert(_BATCH), [{"n": n, "email": s.email} for n, s in enumerate(subjects)]
+        )
+        if dialect == "postgresql":
+            conn.exec_driver_sql(f"ANALYZE {BATCH_TABLE}")
+
+    @staticmethod
+    def _drop_batch(conn: sa.Connection) -> None:
+        """Drop the batch table (PostgreSQL drops it at the end of the transaction)."""
+        if conn.dialect.name == "mysql":
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {BATCH_TABLE}")
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{BATCH_TABLE}")
+
+    def _batch_collation(self, conn: sa.Connection) -> str:
+        """Return the collation of the subject's address column when it is utf8mb4.
+
+        Comparing two columns of different collations fails on MySQL and MariaDB, and a
+        converted column loses its index; a column in another character set is compared
+        after conversion to utf8mb4.
+        """
+        if self._collation is None:
+            row = conn.execute(
+                sa.text(
+                    "SELECT character_set_name, collation_name FROM information_schema.columns"
+                    " WHERE table_schema = DATABASE() AND table_name = :t AND column_name = :c"
+                ),
+                {"t": self.config.subject_table, "c": self.config.subject_columns[0]},
+            ).first()
+            utf8 = row is not None and row[0] == "utf8mb4" and row[1]
+            self._collation = row[1] if utf8 else "utf8mb4_general_ci"
+        return self._collation
 
     # -- verbs ------------------------------------------------------------------------------
 
@@ -418,41 +598,64 @@ class SqlConnector(Connector):
 
     def plan(self, subject: Subject) -> Plan:
         """Count what belongs to the subject in each table and say what erasure will do."""
-        metadata, graph = self.schema()
-        plan = Plan(system=self.system, connector=self.name)
+        _metadata, graph = self.schema()
+        names = tuple(graph.order)
         try:
             with self.engine.connect() as conn:
-                for name in reversed(graph.order):  # children first: the order of erasure
-                    table = metadata.tables[name]
-                    count = conn.execute(
-                        sa.select(sa.func.count())
-                        .select_from(table)
-                        .where(self._related(name, subject))
-                    ).scalar_one()
-                    rule = self.config.tables.get(name)
-                    if rule is None:
-                        if count:
-                            plan.warnings.append(
-                                f"{name} holds {count} rows linked to the person but has no "
-                                f"action in systems.toml; erasure of {self.system} is blocked"
-                            )
-                        continue
-                    via = " | ".join(link.describe() for link in graph.links.get(name, [])) or (
-                        f"{name}.{'/'.join(self.config.subject_columns)} = the subject's email"
-                    )
-                    plan.steps.append(
-                        TablePlan(
-                            table=name,
-                            action=rule.action,
-                            rows=count,
-                            via=via,
-                            columns=dict(rule.columns),
-                            ground=rule.ground,
-                            note=rule.note,
-                        )
-                    )
+                row = conn.execute(self._counts(ONE, names), {EMAIL: subject.email}).one()
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "planning") from None
+        return self._plan_from(dict(zip(names, row, strict=True)))
+
+    def plan_many(self, subjects: Sequence[Subject]) -> list[Plan]:
+        """Return :meth:`plan` for each subject, counted in one statement for the batch."""
+        _metadata, graph = self.schema()
+        counts = self._count_many(subjects, tuple(graph.order), "planning")
+        return [self._plan_from(person) for person in counts]
+
+    def _count_many(
+        self, subjects: Sequence[Subject], names: tuple[str, ...], doing: str
+    ) -> list[dict[str, int]]:
+        """Return, per subject in order, the rows of each table of ``names``."""
+        if not subjects:
+            return []
+        try:
+            with self.engine.begin() as conn:
+                self._load_batch(conn, subjects)
+                rows = self._count_each(conn, names)
+                self._drop_batch(conn)
+        except exc.SQLAlchemyError as error:
+            raise self._failure(error, doing) from None
+        return [dict(zip(names, row[1:], strict=True)) for row in rows]
+
+    def _plan_from(self, counts: Mapping[str, int]) -> Plan:
+        """Return the plan for a person whose rows per table are ``counts``."""
+        _metadata, graph = self.schema()
+        plan = Plan(system=self.system, connector=self.name)
+        for name in reversed(graph.order):  # children first: the order of erasure
+            count = counts[name]
+            rule = self.config.tables.get(name)
+            if rule is None:
+                if count:
+                    plan.warnings.append(
+                        f"{name} holds {count} rows linked to the person but has no "
+                        f"action in systems.toml; erasure of {self.system} is blocked"
+                    )
+                continue
+            via = " | ".join(link.describe() for link in graph.links.get(name, [])) or (
+                f"{name}.{'/'.join(self.config.subject_columns)} = the subject's email"
+            )
+            plan.steps.append(
+                TablePlan(
+                    table=name,
+                    action=rule.action,
+                    rows=count,
+                    via=via,
+                    columns=dict(rule.columns),
+                    ground=rule.ground,
+                    note=rule.note,
+                )
+            )
         return plan
 
     def export(self, subject: Subject) -> Iterator[Record]:
@@ -464,9 +667,12 @@ class SqlConnector(Connector):
                     if name not in self.config.tables:
                         continue
                     table = metadata.tables[name]
-                    query = sa.select(table).where(self._related(name, subject))
+                    query = self._cached(
+                        ("export", name),
+                        lambda t=table: sa.select(t).where(self._related(t.name, ONE)),
+                    )
                     result = conn.execution_options(stream_results=True, yield_per=500).execute(
-                        query
+                        query, {EMAIL: subject.email}
                     )
                     for row in result.mappings():
                         yield Record(name, {k: _json_value(v) for k, v in row.items()})
@@ -475,63 +681,144 @@ class SqlConnector(Connector):
 
     def erase(self, subject: Subject, plan: Plan) -> EraseResult:
         """Carry out ``plan`` in one transaction: all of it, or nothing."""
-        if plan.warnings:
-            raise ConnectorError(f"{self.system}: erasure blocked: " + "; ".join(plan.warnings))
-        metadata, graph = self.schema()
-        rules = {step.table: step for step in plan.steps}
-        affected: dict[str, int] = {}
+        _check_unblocked(self.system, [plan])
         try:
             with self.engine.begin() as conn:
-                for name in reversed(graph.order):
-                    step = rules.get(name)
-                    if step is None:
-                        if conn.execute(
-                            sa.select(sa.func.count())
-                            .select_from(metadata.tables[name])
-                            .where(self._related(name, subject))
-                        ).scalar_one():
-                            raise ConnectorError(
-                                f"{self.system}: {name} holds rows of the person but is not in "
-                                "the approved plan; review the plan again"
-                            )
-                        continue
-                    if step.action != Action.RETAIN:
-                        affected[name] = self._apply(
-                            conn, metadata.tables[name], step, graph, subject
-                        )
+                affected = self._erase_one(conn, subject, _steps(plan))
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "erasing") from None
         return EraseResult(plan.erase_outcome(), affected)
 
+    def _erase_one(
+        self, conn: sa.Connection, subject: Subject, steps: Mapping[str, TablePlan]
+    ) -> dict[str, int]:
+        """Erase one person along ``steps`` on ``conn``, in the caller's transaction."""
+        _metadata, graph = self.schema()
+        params = {EMAIL: subject.email}
+        names = tuple(graph.order)
+        if any(name not in steps for name in names):
+            row = conn.execute(self._counts(ONE, names), params).one()
+            self._check_planned(dict(zip(names, row, strict=True)), steps)
+        return self._change(conn, steps, ONE, params)
+
+    def erase_many(self, work: Sequence[tuple[Subject, Plan]]) -> list[EraseResult]:
+        """Erase a batch of people in one transaction, one set-based statement per table.
+
+        Each person's rows per table are counted first (one statement); the changes then
+        cover everyone at once.  When the batch's rows overlap (a row belongs to two of the
+        people) or the plans differ, the batch is erased again person after person in one
+        transaction, so that every result is the one :meth:`erase` would have returned.
+        """
+        if not work:
+            return []
+        _check_unblocked(self.system, [plan for _subject, plan in work])
+        steps = [_steps(plan) for _subject, plan in work]
+        shape = [{n: (s.action, sorted(s.columns.items())) for n, s in x.items()} for x in steps]
+        affected: list[dict[str, int]] | None = None
+        try:
+            if all(x == shape[0] for x in shape):
+                try:
+                    with self.engine.begin() as conn:
+                        affected = self._erase_batch(conn, [s for s, _p in work], steps)
+                except _Overlap:
+                    affected = None
+            if affected is None:
+                with self.engine.begin() as conn:
+                    affected = [
+                        self._erase_one(conn, subject, rules)
+                        for (subject, _plan), rules in zip(work, steps, strict=True)
+                    ]
+        except exc.SQLAlchemyError as error:
+            raise self._failure(error, "erasing") from None
+        return [
+            EraseResult(plan.erase_outcome(), rows)
+            for (_subject, plan), rows in zip(work, affected, strict=True)
+        ]
+
+    def _erase_batch(
+        self, conn: sa.Connection, subjects: list[Subject], steps: list[dict[str, TablePlan]]
+    ) -> list[dict[str, int]]:
+        """Erase everyone in ``subjects`` set-based; raise _Overlap if their rows overlap."""
+        _metadata, graph = self.schema()
+        names = tuple(graph.order)
+        self._load_batch(conn, subjects)
+        counts = [dict(zip(names, row[1:], strict=True)) for row in self._count_each(conn, names)]
+        for person, rules in zip(counts, steps, strict=True):
+            self._check_planned(person, rules)
+        done = self._change(conn, steps[0], ANY, {})
+        if any(sum(person[name] for person in counts) != rows for name, rows in done.items()):
+            raise _Overlap
+        self._drop_batch(conn)
+        return [{name: person[name] for name in done} for person in counts]
+
+    def _check_planned(self, counts: Mapping[str, int], steps: Mapping[str, TablePlan]) -> None:
+        """Refuse to erase when a table the plan leaves out holds rows of the person."""
+        _metadata, graph = self.schema()
+        for name in reversed(graph.order):
+            if name not in steps and counts[name]:
+                raise ConnectorError(
+                    f"{self.system}: {name} holds rows of the person but is not in "
+                    "the approved plan; review the plan again"
+                )
+
+    def _change(
+        self, conn: sa.Connection, steps: Mapping[str, TablePlan], scope: str, params: dict
+    ) -> dict[str, int]:
+        """Apply each step, children first; return the rows changed per table."""
+        metadata, graph = self.schema()
+        affected: dict[str, int] = {}
+        for name in reversed(graph.order):
+            step = steps.get(name)
+            if step is not None and step.action != Action.RETAIN:
+                affected[name] = self._apply(conn, metadata.tables[name], step, scope, params)
+        return affected
+
     def _apply(
-        self, conn: sa.Connection, table: sa.Table, step: TablePlan, graph: Graph, subject: Subject
+        self, conn: sa.Connection, table: sa.Table, step: TablePlan, scope: str, params: dict
     ) -> int:
+        _metadata, graph = self.schema()
+        name = table.name
         if step.action == Action.DELETE:
-            rows = self._rows(table, subject)
-            for link in graph.self_links.get(table.name, []):
+            for link in graph.self_links.get(name, []):
                 # Other people's rows that point at ours lose the pointer, not their row.
                 column = table.c[link.child_columns[0]]
-                conn.execute(sa.update(table).where(column.in_(rows)).values({column: None}))
+                detach = self._cached(
+                    ("detach", scope, name, column.name),
+                    lambda c=column: (
+                        sa.update(table).where(c.in_(self._rows(table, scope))).values({c: None})
+                    ),
+                )
+                conn.execute(detach, params)
             if self._by_keys(table):
-                return self._change_by_keys(conn, table, subject, sa.delete(table))
-            return conn.execute(sa.delete(table).where(self._in_rows(table, subject))).rowcount
-        values = {
-            name: self._anonymised(conn, table, name, method)
-            for name, method in step.columns.items()
-            if method.split(":")[0] not in ROW_METHODS
-        }
-        per_row = {
-            name: method
-            for name, method in step.columns.items()
-            if method.split(":")[0] in ROW_METHODS
-        }
-        if not per_row:
-            if self._by_keys(table):
-                return self._change_by_keys(conn, table, subject, sa.update(table).values(values))
-            return conn.execute(
-                sa.update(table).where(self._in_rows(table, subject)).values(values)
-            ).rowcount
-        return self._apply_per_row(conn, table, subject, values, per_row)
+                return self._change_by_keys(conn, table, scope, params, ("delete",), sa.delete)
+            delete = self._cached(
+                ("delete", scope, name),
+                lambda: sa.delete(table).where(self._changed_rows(table, scope)),
+            )
+            return conn.execute(delete, params).rowcount
+        columns = tuple(sorted(step.columns.items()))
+        per_row = {n: m for n, m in columns if m.split(":")[0] in ROW_METHODS}
+        if per_row:
+            return self._apply_per_row(conn, table, scope, params, columns, per_row)
+        if self._by_keys(table):
+            return self._change_by_keys(
+                conn, table, scope, params, ("update", columns), lambda t: self._update(t, columns)
+            )
+        update = self._cached(
+            ("update", scope, name, columns),
+            lambda: self._update(table, columns).where(self._changed_rows(table, scope)),
+        )
+        return conn.execute(update, params).rowcount
+
+    def _update(self, table: sa.Table, columns: tuple[tuple[str, str], ...]) -> sa.Update:
+        """Return the UPDATE of ``table`` setting the columns computed in SQL."""
+        return sa.update(table).values(
+            {
+                name: self._anonymised(table, name, method)
+                for name, method in columns
+                if method.split(":")[0] not in ROW_METHODS
+            }
+        )
 
     def _by_keys(self, table: sa.Table) -> bool:
         """Return whether to change ``table`` by primary key, read first.
@@ -544,28 +831,75 @@ class SqlConnector(Connector):
         return self.engine.dialect.name == "mysql" and len(table.primary_key.columns) == 1
 
     def _change_by_keys(
-        self, conn: sa.Connection, table: sa.Table, subject: Subject, statement: Any
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        scope: str,
+        params: dict,
+        kind: tuple,
+        build: Callable[[sa.Table], Any],
     ) -> int:
-        """Run ``statement`` (an UPDATE or DELETE of ``table``) on the subject's rows, by key,
+        """Run ``build(table)`` (an UPDATE or DELETE) on the subject's rows, by key,
         KEY_BATCH keys at a time (keyset pagination, in the erasure's transaction)."""
         pk = next(iter(table.primary_key.columns))
-        query = (
-            sa.select(pk).where(self._related(table.name, subject)).order_by(pk).limit(KEY_BATCH)
+        name = table.name
+        if scope == ANY:
+            return self._change_by_join(conn, table, kind, build)
+        first = self._cached(
+            ("keys", scope, name),
+            lambda: sa.select(pk).where(self._related(name, scope)).order_by(pk).limit(KEY_BATCH),
         )
-        done, page = 0, query
-        while keys := conn.execute(page).scalars().all():
-            done += conn.execute(statement.where(pk.in_(keys))).rowcount
+        after = self._cached(("keys-after", scope, name), lambda: first.where(pk > _AFTER))
+        change = self._cached(("by-keys", name, *kind), lambda: build(table).where(pk.in_(_KEYS)))
+        done, page, extra = 0, first, {}
+        while keys := conn.execute(page, {**params, **extra}).scalars().all():
+            done += conn.execute(change, {KEYS: keys}).rowcount
             if len(keys) < KEY_BATCH:
                 break
-            page = query.where(pk > keys[-1])
+            page, extra = after, {AFTER: keys[-1]}
+        return done
+
+    def _change_by_join(
+        self, conn: sa.Connection, table: sa.Table, kind: tuple, build: Callable[[sa.Table], Any]
+    ) -> int:
+        """Run ``build(table)`` on the batch's rows as a multi-table statement joined by key.
+
+        The keys are read into a temporary table first (INSERT ... SELECT, answered from
+        the indexes), then one DELETE or UPDATE joins it on the primary key, as a MariaDB
+        DBA writes it.
+        """
+        pk = next(iter(table.primary_key.columns))
+        name = table.name
+        keys = self._cached(
+            ("keys-table", name),
+            lambda: sa.Table(KEYS_TABLE, sa.MetaData(), sa.Column("k", pk.type, primary_key=True)),
+        )
+        fill = self._cached(
+            ("keys-fill", name),
+            lambda: sa.insert(keys).from_select(
+                ["k"], sa.select(pk).where(self._related(name, ANY))
+            ),
+        )
+        change = self._cached(("by-join", name, *kind), lambda: build(table).where(pk == keys.c.k))
+        shape = self._cached(
+            ("keys-shape", name),
+            lambda: str(sa.select(pk.label("k")).where(sa.false()).compile(conn)),
+        )
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {KEYS_TABLE}")
+        # Created from the key column itself: same type, character set and collation.
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {KEYS_TABLE} (PRIMARY KEY (k)) " + shape)
+        conn.execute(fill)
+        done = conn.execute(change).rowcount
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {KEYS_TABLE}")
         return done
 
     def _apply_per_row(
         self,
         conn: sa.Connection,
         table: sa.Table,
-        subject: Subject,
-        values: dict[str, Any],
+        scope: str,
+        params: dict,
+        columns: tuple[tuple[str, str], ...],
         per_row: dict[str, str],
     ) -> int:
         """Update the subject's rows in batches of ROW_BATCH, one executemany() each.
@@ -575,33 +909,41 @@ class SqlConnector(Connector):
         parameter sets, in which the SQL-computed columns are set as in the set-based path.
         """
         pk = next(iter(table.primary_key.columns))
-        unique = {name for name in per_row if self._is_unique(table, name)}
-        query = (
-            sa.select(pk, *[table.c[name] for name in per_row])
-            .where(self._in_rows(table, subject))
-            .order_by(pk)
-            .limit(ROW_BATCH)
+        name = table.name
+        unique = {column for column in per_row if self._is_unique(table, column)}
+        first = self._cached(
+            ("rows", scope, name, columns),
+            lambda: (
+                sa.select(pk, *[table.c[c] for c in per_row])
+                .where(self._related(name, scope))
+                .order_by(pk)
+                .limit(ROW_BATCH)
+            ),
         )
-        statement = (
-            sa.update(table)
-            .where(pk == sa.bindparam("lethe_key"))
-            .values({**values, **{name: sa.bindparam(f"lethe_{name}") for name in per_row}})
+        after = self._cached(("rows-after", scope, name, columns), lambda: first.where(pk > _AFTER))
+        statement = self._cached(
+            ("by-row", name, columns),
+            lambda: (
+                self._update(table, columns)
+                .where(pk == sa.bindparam("lethe_key"))
+                .values({c: sa.bindparam(f"lethe_{c}") for c in per_row})
+            ),
         )
-        done, page = 0, query
-        while rows := conn.execute(page).all():
+        done, page, extra = 0, first, {}
+        while rows := conn.execute(page, {**params, **extra}).all():
             batch = []
             for row in rows:
-                params = {"lethe_key": row[0]}
-                for index, (name, method) in enumerate(per_row.items(), start=1):
-                    params[f"lethe_{name}"] = self._row_value(
-                        table, name, method, row[0], row[index], name in unique
+                values = {"lethe_key": row[0]}
+                for index, (column, method) in enumerate(per_row.items(), start=1):
+                    values[f"lethe_{column}"] = self._row_value(
+                        table, column, method, row[0], row[index], column in unique
                     )
-                batch.append(params)
+                batch.append(values)
             conn.execute(statement, batch)
             done += len(batch)
             if len(rows) < ROW_BATCH:
                 break
-            page = query.where(pk > rows[-1][0])
+            page, extra = after, {AFTER: rows[-1][0]}
         return done
 
     def _row_value(
@@ -627,22 +969,21 @@ class SqlConnector(Connector):
             or any(ix.unique and name in ix.columns for ix in table.indexes)
         )
 
-    def _anonymised(self, conn: sa.Connection, table: sa.Table, column: str, method: str) -> Any:
+    def _anonymised(self, table: sa.Table, column: str, method: str) -> Any:
         if method == "null":
             return None
         if method.startswith("fixed:"):
             return method.removeprefix("fixed:")
         if method == "year":
-            return self._year_of(conn, table.c[column])
+            return self._year_of(self.engine.dialect.name, table.c[column])
         prefix, suffix = self._placeholder_parts(column)
         pk = next(iter(table.primary_key.columns))
         expression = sa.literal(prefix, sa.String) + sa.cast(pk, sa.String)
         return expression + sa.literal(suffix, sa.String) if suffix else expression
 
     @staticmethod
-    def _year_of(conn: sa.Connection, column: sa.Column) -> sa.ColumnElement[Any]:
+    def _year_of(dialect: str, column: sa.Column) -> sa.ColumnElement[Any]:
         """Return, in the dialect's SQL, ``column`` truncated to 1 January of its year."""
-        dialect = conn.dialect.name
         is_date = not isinstance(column.type, sa.DateTime)
         if dialect == "postgresql":
             if is_date:
@@ -665,13 +1006,13 @@ class SqlConnector(Connector):
                 message="systems.toml declares no marketing use here (no `marketing` setting)",
             )
         table = metadata.tables[rule.table]
+        statement = self._cached(
+            ("marketing",),
+            lambda: sa.update(table).where(self._in_rows(table, ONE)).values(**dict(rule.values)),
+        )
         try:
             with self.engine.begin() as conn:
-                changed = conn.execute(
-                    sa.update(table)
-                    .where(self._in_rows(table, subject))
-                    .values(**dict(rule.values))
-                ).rowcount
+                changed = conn.execute(statement, {EMAIL: subject.email}).rowcount
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "stopping marketing") from None
         if not changed:
@@ -680,22 +1021,18 @@ class SqlConnector(Connector):
 
     def verify(self, subject: Subject) -> VerifyResult:
         """Count, per table that should be cleared, the rows that still match the subject."""
-        metadata, graph = self.schema()
-        remaining: dict[str, int] = {}
+        names = self._verified_tables()
         try:
             with self.engine.connect() as conn:
-                for name in graph.order:
-                    rule = self.config.tables.get(name)
-                    if rule is not None and rule.action == Action.RETAIN:
-                        continue
-                    remaining[name] = conn.execute(
-                        sa.select(sa.func.count())
-                        .select_from(metadata.tables[name])
-                        .where(self._related(name, subject))
-                    ).scalar_one()
+                row = conn.execute(self._counts(ONE, names), {EMAIL: subject.email}).one()
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "verifying") from None
-        return VerifyResult(remaining)
+        return VerifyResult(dict(zip(names, row, strict=True)))
+
+    def verify_many(self, subjects: Sequence[Subject]) -> list[VerifyResult]:
+        """Return :meth:`verify` for each subject, counted in one statement for the batch."""
+        counts = self._count_many(subjects, self._verified_tables(), "verifying")
+        return [VerifyResult(person) for person in counts]
 
     # -- segments: groups of people staff can erase at once -------------------------------
 
@@ -780,3 +1117,13 @@ def _by_parent(graph: Graph) -> dict[str, list[Link]]:
         for link in links:
             result.setdefault(link.parent, []).append(link)
     return result
+
+
+def _steps(plan: Plan) -> dict[str, TablePlan]:
+    return {step.table: step for step in plan.steps}
+
+
+def _check_unblocked(system: str, plans: Sequence[Plan]) -> None:
+    for plan in plans:
+        if plan.warnings:
+            raise ConnectorError(f"{system}: erasure blocked: " + "; ".join(plan.warnings))

@@ -248,7 +248,8 @@ def build_graph(metadata: sa.MetaData, root: str) -> Graph:
     incoming: dict[str, list[Link]] = {}
     self_links: dict[str, list[Link]] = {}
     for table in metadata.tables.values():
-        for fk in table.foreign_key_constraints:
+        # A set: sorted, so that plans (their ``via``) read the same in every process.
+        for fk in sorted(table.foreign_key_constraints, key=lambda k: [c.name for c in k.columns]):
             parent = fk.referred_table.name
             link = Link(
                 table.name,
