@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from connectors.base import Connector, Plan, SegmentInfo, Subject
+from connectors.base import Connector, ConnectorError, Plan, SegmentInfo, Subject
 from core.audit import record_event
 from core.bulk_csv import CsvReport
 from core.crypto import decrypt, encrypt
@@ -309,6 +309,19 @@ def open_all(stack: ExitStack, systems: Systems) -> dict[str, Connector]:
     return {system.name: stack.enter_context(systems.open(system.name)) for system in systems}
 
 
+def plan_all(connector: Connector, subjects: list[Subject]) -> list[Plan]:
+    """Return the connector's plan of each of ``subjects``, in order, planned together."""
+    if not subjects:
+        return []
+    plans = connector.plan_many(subjects)
+    if len(plans) != len(subjects):  # a plan given to the wrong person would erase them
+        raise ConnectorError(
+            f"{connector.system}: planned {len(plans)} of {len(subjects)} people; "
+            "the connector's plan_many is wrong"
+        )
+    return plans
+
+
 def review_batch(session: Session, systems: Systems, batch: ErasureBatch) -> Review:
     """Count the batch and plan its sample; raise ConnectorError if a system cannot plan."""
     if batch.source == "csv":
@@ -319,8 +332,10 @@ def review_batch(session: Session, systems: Systems, batch: ErasureBatch) -> Rev
     review, digests = Review(count=count), [members_digest]
     with ExitStack() as stack:
         connectors = open_all(stack, systems)
-        for subject in islice(iter_members(session, systems, batch), SAMPLE_SIZE):
-            plans = {name: c.plan(subject) for name, c in connectors.items()}
+        sample = list(islice(iter_members(session, systems, batch), SAMPLE_SIZE))
+        planned = {name: plan_all(c, sample) for name, c in connectors.items()}
+        for n, subject in enumerate(sample):
+            plans = {name: planned[name][n] for name in connectors}
             review.sample.append((mask_email(subject.email), plans))
             digests.append(f"{subject.email_hash}:{plan_digest(plans)}")
             for name, plan in plans.items():

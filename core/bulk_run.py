@@ -5,9 +5,10 @@ Each chunk of people becomes requests that are verified, approved and running at
 system queued like any other request's.  Memory stays bounded whatever the size of the
 group: people are read, planned and committed a chunk at a time.
 
-A set-based path ("erase these 10,000 people with one statement per table") would plug in
-where :func:`start_members` yields a chunk's runs: a connector verb erasing the chunk's
-subjects together, recording each run's outcome, instead of one ``run_system`` per run.
+Each system plans a chunk with one ``plan_many``.  A system whose connector erases people
+together (``batch_erase``) then gets the chunk's runs in one task, ``run_system_batch``
+(``core.bulk_execution``), instead of one ``run_system`` per run; each run still ends with
+its own outcome, audit events and, per request, its own proof.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from connectors.base import Plan
+from connectors.base import Plan, Subject
 from core.audit import record_event
 from core.bulk import (
     CHUNK,
@@ -30,6 +31,7 @@ from core.bulk import (
     identity_for,
     iter_members,
     open_all,
+    plan_all,
 )
 from core.bulk_summary import issue_summary
 from core.clock import recompute_due_dates
@@ -136,11 +138,15 @@ def can_start(batch: ErasureBatch) -> bool:
     )
 
 
-def start_members(session: Session, systems: Systems, batch: ErasureBatch) -> Iterator[list[int]]:
-    """Create and start the batch's requests chunk by chunk; yield each chunk's run ids.
+def start_members(
+    session: Session, systems: Systems, batch: ErasureBatch
+) -> Iterator[dict[str, list[int]]]:
+    """Create and start the batch's requests chunk by chunk; yield each chunk's run ids by
+    system (a system that erases people together takes them in one task).
 
-    The caller commits after each chunk, then queues its runs.  Starting again after a
-    failure skips the people whose request already exists, so it resumes where it stopped.
+    Each system plans the whole chunk at once.  The caller commits after each chunk, then
+    queues its runs.  Starting again after a failure skips the people whose request
+    already exists, so it resumes where it stopped.
     """
     staff = batch.approved_by
     if batch.status not in (BatchStatus.APPROVED, BatchStatus.RUNNING) or staff is None:
@@ -178,20 +184,28 @@ def start_members(session: Session, systems: Systems, batch: ErasureBatch) -> It
                     )
                 )
             )
-            runs: list[SystemRun] = []
+            people: list[tuple[SubjectIdentity, Subject]] = []
+            chosen: set[str] = set()
             for subject in chunk:
                 identity = identity_for(session, known, subject.email, subject.email_hash)
-                if identity.id in in_batch:
+                # A new identity has no id until the chunk is flushed: go by its hash.
+                if identity.id in in_batch or subject.email_hash in chosen:
                     skipped_again += 1  # listed twice, or started before a resume
                     continue
                 if identity.id in open_elsewhere:
                     skipped_open += 1  # their own request goes on; erasing twice helps nobody
                     continue
-                plans = {name: c.plan(subject) for name, c in connectors.items()}
-                runs.extend(_record_member(session, systems, batch, staff, identity, plans))
-                in_batch.add(identity.id)
+                people.append((identity, subject))
+                chosen.add(subject.email_hash)
+            subjects = [subject for _, subject in people]
+            plans = {name: plan_all(c, subjects) for name, c in connectors.items()}
+            runs: dict[str, list[SystemRun]] = {name: [] for name in connectors}
+            for n, (identity, _) in enumerate(people):
+                mine = {name: plans[name][n] for name in connectors}
+                for run in _record_member(session, systems, batch, staff, identity, mine):
+                    runs[run.system].append(run)
             session.flush()
-            yield [run.id for run in runs]
+            yield {name: [run.id for run in chunk_runs] for name, chunk_runs in runs.items()}
     # Each pass goes through everyone, so its counts replace those of a pass that stopped.
     summary["skipped_open"] = skipped_open
     summary["skipped_again"] = max(0, skipped_again - started_before)

@@ -11,7 +11,7 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from connectors.base import ConnectorError, Outcome, Plan
+from connectors.base import ConnectorError, EraseResult, Outcome, Plan, VerifyResult
 from core.audit import record_event
 from core.holds import active_holds, hold_note, hold_on
 from core.lifecycle import transition
@@ -95,6 +95,14 @@ def execute_run(
     except ConnectorError as exc:
         # The connector's message is written to be acted on and holds no personal data.
         return _connector_failed(session, run, exc, retry)
+    record_outcome(session, run, result, check)
+    return None
+
+
+def record_outcome(
+    session: Session, run: SystemRun, result: EraseResult, check: VerifyResult
+) -> None:
+    """Finish ``run`` with what the connector did and what its re-scan still found."""
     run.rows_affected = result.rows_affected
     run.remaining = check.remaining
     if result.outcome == Outcome.ACTION_REQUIRED:

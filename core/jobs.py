@@ -14,6 +14,13 @@ from celery.schedules import crontab
 from flask import Flask, current_app
 
 from connectors.base import ConfigError, ConnectorError
+from core.bulk_execution import (
+    close_requests,
+    erase_together,
+    erases_together,
+    load_runs,
+    sort_runs,
+)
 from core.bulk_run import can_start, lock_batch, note_start_problem, start_members
 from core.bulk_run import close_if_finished as close_batch_if_finished
 from core.callbacks import overdue_runs
@@ -55,13 +62,14 @@ from core.operations import (
 from core.proof_issue import issue_proof_for
 from core.queue import refresh_paused_clocks
 from core.recipients import RETRIES as RECIPIENT_RETRIES
-from core.recipients import backoff_seconds, notify_run
+from core.recipients import backoff_seconds, notify_run, recipients_to_notify
 from core.reminders import send_dpo_reminders
 from core.retention import purge_expired_personal_data
 from core.retries import (
     Heartbeat,
     RetryPolicy,
     claim_run,
+    claim_runs,
     heartbeat_every,
     lost_runs,
     requeue_lost,
@@ -235,6 +243,38 @@ def run_system(run_id: int) -> None:
         send_manual_task.delay(run.id)
 
 
+@shared_task(name="core.jobs.run_system_batch")
+def run_system_batch(run_ids: list[int]) -> None:
+    """Erase a chunk of people from one system together, then close their requests.
+
+    Runs that cannot go together are handed to ``run_system``; if the system fails the
+    batch as a whole, every run it held is too.
+    """
+    together, alone = sort_runs(db.session, systems(), run_ids)
+    claimed = [run.id for run in claim_runs(db.session, together)] if together else []
+    db.session.commit()
+    for run_id in alone:
+        run_system.delay(run_id)
+    if not claimed:
+        return  # a task delivered twice, or runs another worker took
+    config = current_app.config
+    with Heartbeat(db.engine, claimed, heartbeat_every(config["RUN_STALL_SECONDS"])):
+        erased = erase_together(db.session, systems(), claimed)
+        db.session.commit()
+    if not erased:  # each run is planned again, with the single run's retries
+        for run_id in claimed:
+            run_system.delay(run_id)
+        return
+    runs = load_runs(db.session, claimed)
+    for run in runs:
+        if recipients_to_notify(systems(), run):  # Art. 19: before the proof, which names them
+            notify_recipients.delay(run.id)
+    closed = close_requests(db.session, {run.request_id for run in runs})
+    db.session.commit()
+    for request in closed:
+        announce_closed(request)
+
+
 @shared_task(name="core.jobs.send_manual_task")
 def send_manual_task(run_id: int) -> bool:
     """Email the owner of a system kept by hand the task of a waiting run, once."""
@@ -357,10 +397,10 @@ def start_batch(batch_id: int) -> None:
     if batch is None or not can_start(batch):
         return
     try:
-        for run_ids in start_members(db.session, systems(), batch):
+        for chunk in start_members(db.session, systems(), batch):
             db.session.commit()  # each chunk stands on its own: a later failure resumes here
-            for run_id in run_ids:
-                run_system.delay(run_id)
+            for system, run_ids in chunk.items():
+                queue_chunk(system, run_ids)
     except (ConfigError, ConnectorError, DomainError) as exc:
         db.session.rollback()
         note_start_problem(db.session, batch, str(exc))
@@ -368,6 +408,15 @@ def start_batch(batch_id: int) -> None:
         return
     db.session.commit()
     close_batch.delay(batch_id)  # every run may already have finished
+
+
+def queue_chunk(system: str, run_ids: list[int]) -> None:
+    """Queue one system's runs of a chunk: in one task if it erases people together."""
+    if erases_together(systems(), system):
+        run_system_batch.delay(run_ids)
+        return
+    for run_id in run_ids:
+        run_system.delay(run_id)
 
 
 @shared_task(name="core.jobs.close_batch")

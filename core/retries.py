@@ -20,7 +20,7 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -119,18 +119,37 @@ def lost_runs(session: Session, stall_seconds: int) -> list[SystemRun]:
     )
 
 
-def requeue_lost(session: Session, run: SystemRun, reason: str = "task lost") -> None:
-    """Put ``run`` on the queue again, as planned, and record why (its task was lost, or
-    its worker went silent)."""
+def requeue_lost(
+    session: Session, run: SystemRun, reason: str = "task lost", actor: str = "watchdog"
+) -> None:
+    """Put ``run`` on the queue again, as planned, and record why (its task was lost, its
+    worker went silent, or the batch it was erased in failed)."""
     run.status, run.queued_at = RunStatus.PLANNED, utcnow()
     record_event(
         session,
-        "watchdog",
+        actor,
         "run.requeued",
         run.request.reference,
         system=run.system,
         attempt=run.attempts,
         reason=reason,
+    )
+
+
+def _claim(session: Session, run_id: int, now: datetime) -> bool:
+    """Mark one run running if it is still planned, with one conditional update."""
+    return bool(
+        session.execute(
+            sa.update(SystemRun)
+            .where(SystemRun.id == run_id, SystemRun.status == RunStatus.PLANNED)
+            .values(
+                status=RunStatus.RUNNING,
+                attempts=SystemRun.attempts + 1,
+                started_at=now,
+                heartbeat_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
     )
 
 
@@ -140,19 +159,7 @@ def claim_run(session: Session, run: SystemRun) -> bool:
     One conditional update, so two workers handed the same run (a task delivered twice, or
     requeued by the watchdog while the first was still queued) never both run it.
     """
-    now = utcnow()
-    claimed = session.execute(
-        sa.update(SystemRun)
-        .where(SystemRun.id == run.id, SystemRun.status == RunStatus.PLANNED)
-        .values(
-            status=RunStatus.RUNNING,
-            attempts=SystemRun.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not claimed:
+    if not _claim(session, run.id, utcnow()):
         session.rollback()
         return False
     session.refresh(run)
@@ -160,6 +167,30 @@ def claim_run(session: Session, run: SystemRun) -> bool:
 
     record_start(session, run)
     return True
+
+
+def claim_runs(session: Session, runs: list[SystemRun]) -> list[SystemRun]:
+    """Claim each of ``runs`` still planned, as :func:`claim_run` does; return those claimed.
+
+    The runs are claimed in the order of their ids, so two workers claiming overlapping
+    chunks wait for each other instead of deadlocking; each claim is its own conditional
+    update, so a run another worker holds is simply left out.
+    """
+    now = utcnow()
+    claimed = [run for run in sorted(runs, key=lambda r: r.id) if _claim(session, run.id, now)]
+    if not claimed:
+        return []
+    # Read the claimed rows back at once (attempts went up in the database).
+    session.scalars(
+        sa.select(SystemRun)
+        .where(SystemRun.id.in_([run.id for run in claimed]))
+        .execution_options(populate_existing=True)
+    ).all()
+    from core.execution import record_start
+
+    for run in claimed:
+        record_start(session, run)
+    return claimed
 
 
 class Heartbeat:
