@@ -2,6 +2,8 @@
 
 The content is a typical erasure across three systems; the key is a fresh Ed25519 key.
 Each language is rendered once untimed (fonts and templates load), then --runs times.
+Besides the wall time, the CPU time this process spent is given: on a busy machine the
+wall time also counts the time other processes held the CPU.
 
     .venv/bin/python -m bench.proof_pdf --runs 20
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 from bench import common
@@ -39,22 +42,29 @@ def run(args: argparse.Namespace) -> list[dict]:
                 content, key, verify_url="https://lethe.example/verify", language=language
             )
             verify_proof_pdf(pdf, {key.key_id: key.public_key})
-            times = [
-                common.timed(
-                    lambda lang=language: render_proof_pdf(
-                        content, key, verify_url="https://lethe.example/verify", language=lang
+            times, cpu_times = [], []
+            for _ in range(args.runs):
+                cpu_start = time.process_time()
+                times.append(
+                    common.timed(
+                        lambda lang=language: render_proof_pdf(
+                            content, key, verify_url="https://lethe.example/verify", language=lang
+                        )
                     )
                 )
-                for _ in range(args.runs)
-            ]
-            ms = common.median(times) * 1000
-            print(f"proof {language}: median {ms:.0f} ms, {len(pdf):,} bytes", flush=True)
+                cpu_times.append(time.process_time() - cpu_start)
+            ms, cpu_ms = common.median(times) * 1000, common.median(cpu_times) * 1000
+            print(
+                f"proof {language}: median {ms:.0f} ms ({cpu_ms:.0f} ms of CPU),"
+                f" {len(pdf):,} bytes",
+                flush=True,
+            )
             rows.append(
                 {
                     "benchmark": f"proof PDF ({language})",
                     "database": "—",
-                    "measure": f"{ms:.0f} ms per proof, {60_000 / ms:.0f} proofs per minute"
-                    f" on one core; {len(pdf) // 1024} KiB",
+                    "measure": f"{ms:.0f} ms per proof ({cpu_ms:.0f} ms of CPU),"
+                    f" {60_000 / ms:.0f} proofs per minute on one core; {len(pdf) // 1024} KiB",
                     "value": f"{ms:.0f} ms",
                     "target": "< 300 ms",
                     "met": ms < 300,

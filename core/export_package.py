@@ -38,10 +38,8 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import render_template
 from flask_babel import force_locale, format_datetime
-from weasyprint import HTML
 
 from connectors.base import Record
-from core.proofs import RefusingFetcher
 from core.sealed_files import SealedWriter, open_sealed
 
 FORMAT = "lethe-export/1"
@@ -277,8 +275,11 @@ class PackageWriter:
             with self._entry("index.html") as out:
                 out.write(page.encode("utf-8"))
             # The same page as a PDF, for people who keep or print documents rather than
-            # web pages; it is drawn from the page alone, fetching nothing.
-            pdf = HTML(string=page, url_fetcher=RefusingFetcher()).write_pdf()
+            # web pages; it is drawn from the page alone, fetching nothing.  WeasyPrint
+            # and its fonts load only now, once every record is written.
+            from core.pdf import draw_pdf
+
+            pdf = draw_pdf(page)
             with self._entry("summary.pdf") as out:
                 out.write(pdf)
             self._zip.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 import json
@@ -40,9 +41,6 @@ from babel.support import Translations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
-from pypdf import PdfReader
-from weasyprint import HTML, Attachment
-from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from core import LANGUAGES
 from core.signing import SigningKey, verify_signature
@@ -54,12 +52,15 @@ TRANSLATIONS = TEMPLATES.parent / "translations"
 CONTENT_NAME, SIGNATURE_NAME = "proof.json", "proof.sig.json"
 
 
-class RefusingFetcher(URLFetcher):
-    """A URL fetcher that fetches nothing: a proof is rendered from its template alone."""
+def __getattr__(name: str) -> Any:
+    """Return :class:`core.pdf.RefusingFetcher`, importing WeasyPrint only when asked."""
+    # Importing this module must stay light (every process does, through core.jobs); the
+    # fetcher is still found here, where it has always been.
+    if name == "RefusingFetcher":
+        from core.pdf import RefusingFetcher
 
-    def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> Any:
-        """Refuse every URL (``file:``, remote or other)."""
-        raise FatalURLFetchingError(f"proof rendering refuses to fetch {url[:60]!r}")
+        return RefusingFetcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def canonical_json(content: Mapping[str, Any]) -> bytes:
@@ -87,10 +88,21 @@ def _environment(language: str) -> Environment:
     """Return the proof templates' environment, speaking ``language`` (English if unknown)."""
     if language not in LANGUAGES:
         language = "en"
-    translations = Translations.load(str(TRANSLATIONS), [language])
-    if language != "en" and not isinstance(translations, Translations):
+    env = _language_environment(language, TRANSLATIONS)
+    if env.globals["language"] != language:
         # A proof is still owed once the data is gone: write it in English, but say why.
         log.warning("no compiled %s catalog in %s (run `make install`)", language, TRANSLATIONS)
+    return env
+
+
+@functools.lru_cache(maxsize=16)
+def _language_environment(language: str, catalogs: Path) -> Environment:
+    """Return a new environment speaking ``language`` (English if ``catalogs`` lacks it).
+
+    Kept per language and folder, so that each compiles the templates once per process.
+    """
+    translations = Translations.load(str(catalogs), [language])
+    if language != "en" and not isinstance(translations, Translations):
         language = "en"
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -106,6 +118,12 @@ def _environment(language: str) -> Environment:
         datetime.fromisoformat(iso), "long", locale=language
     )
     return env
+
+
+@functools.cache
+def _staff_environment() -> Environment:
+    """Return the environment of the staff documents (English, no catalog)."""
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 
 
 def render_proof_html(
@@ -157,25 +175,21 @@ def render_proof_pdf(
 def write_signed_pdf(html: str, canonical: bytes, signature_doc: str, what: str) -> bytes:
     """Render ``html`` to PDF with the signed JSON and its signature attached.
 
-    WeasyPrint fetches nothing: no file, no remote URL.
+    WeasyPrint fetches nothing: no file, no remote URL.  The page is styled by
+    ``templates/pdf/proof.css`` (parsed once per thread) and by its own ``<style>``.
     """
-    fetcher = RefusingFetcher()
-    attachments = [
-        Attachment(
-            string=canonical,
-            name=CONTENT_NAME,
-            url_fetcher=fetcher,
-            description=f"Signed content of {what} (canonical JSON)",
-        ),
-        Attachment(
-            string=signature_doc.encode("ascii"),
-            name=SIGNATURE_NAME,
-            url_fetcher=fetcher,
-            description=f"Ed25519 signature of {CONTENT_NAME}",
-        ),
-    ]
-    return HTML(string=html, url_fetcher=fetcher, base_url="about:blank").write_pdf(
-        attachments=attachments
+    from core.pdf import draw_signed_pdf
+
+    return draw_signed_pdf(
+        html,
+        [
+            (CONTENT_NAME, canonical, f"Signed content of {what} (canonical JSON)"),
+            (
+                SIGNATURE_NAME,
+                signature_doc.encode("ascii"),
+                f"Ed25519 signature of {CONTENT_NAME}",
+            ),
+        ],
     )
 
 
@@ -189,8 +203,8 @@ def render_signed_document(
     """
     canonical = canonical_json(content)
     signature = base64.b64encode(key.sign(canonical)).decode("ascii")
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    html = env.get_template(template).render(
+    page = _staff_environment().get_template(template)
+    html = page.render(
         document=json.loads(canonical),
         key_id=key.key_id,
         signature=signature,
@@ -233,6 +247,8 @@ class ProofCheck:
 
 
 def _attachments(pdf: bytes) -> tuple[dict[str, bytes], str]:
+    from pypdf import PdfReader  # only where proofs are checked: it takes 10 MB to load
+
     reader = PdfReader(io.BytesIO(pdf), strict=False)
     found = {name: data[0] for name, data in reader.attachments.items() if data}
     text = "\n".join(page.extract_text() or "" for page in reader.pages)
