@@ -86,4 +86,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     init_api(app)  # /api/v1 and its OpenAPI document
+    configure_logging(app.url_map)  # now that every route is known: redact their tokens
     return app

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from core.audit import ChainCheck, verify_chain
+from core.audit import ChainCheck, current_chain_cache, verify_chain
 from core.metrics import Period, csv_cell, effective_due, ended_at
 from core.models import AuditEvent, DataSubjectRequest, Proof, RequestType, Status
 
@@ -434,8 +434,15 @@ class ChainStatus:
 
 
 def chain_status(session: Session) -> ChainStatus:
-    """Recompute the whole chain and say up to where it holds."""
-    return ChainStatus.of(verify_chain(session))
+    """Recompute the whole chain and say up to where it holds.
+
+    Always the whole chain, never from a cached head: an event edited without re-hashing
+    is only found by recomputing it, and this is the auditor's check.  The result
+    refreshes the cache that proof uploads start from.
+    """
+    check = verify_chain(session)
+    current_chain_cache().remember(check)
+    return ChainStatus.of(check)
 
 
 def events_json(

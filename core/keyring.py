@@ -1,29 +1,48 @@
 """The keys that sign proofs: the current one, and the retired ones that still verify.
 
-The current private key is the file ``SIGNING_KEY_FILE``.  ``lethe keys rotate`` replaces
-it with a new key and keeps the old *public* key (never the private one) in
-``proof-keys/keyring.json`` beside it, so that every proof signed before still verifies
-and the old key stays published.  Back up that folder with the key file.
+The current private key is the file ``SIGNING_KEY_FILE``: the one secret every machine of
+a deployment needs, copied to each of them, never stored in the database.  The public
+halves live in the ``signing_key`` table, shared by every machine: ``lethe keys rotate``
+replaces the key file with a new key, marks the old key retired there (keeping its public
+key, never the private one) and records the new one, so that every proof signed before
+still verifies and the old key stays published.
+
+Deployments from before the table kept the public keys in ``proof-keys/keyring.json``
+beside the key file; migration 0011 imports that file on upgrade, after which it is no
+longer read.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import current_app
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.audit import record_event
+from core.extensions import db
+from core.models import UTCDateTime, utcnow
 from core.signing import SigningKey, key_id_of, load_public_key_pem, load_signing_key
 
-FORMAT = "lethe-keyring/1"
+
+class SigningKeyRecord(db.Model):
+    """The public half of a key that signs, or signed, proofs."""
+
+    __tablename__ = "signing_key"
+
+    key_id: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    public_key_pem: Mapped[str] = mapped_column(sa.Text)
+    #: When the key began signing; None if that is not known.
+    since_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When ``lethe keys rotate`` replaced it; None while it is current.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 @dataclass(frozen=True)
@@ -42,8 +61,8 @@ class PublishedKey:
         return asdict(self)
 
 
-def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 def _key_file() -> Path:
@@ -51,15 +70,8 @@ def _key_file() -> Path:
 
 
 def keyring_file(key_file: Path) -> Path:
-    """Return the file that keeps the retired public keys of ``key_file``'s deployment."""
+    """Return where deployments before migration 0011 kept their retired public keys."""
     return key_file.parent / "proof-keys" / "keyring.json"
-
-
-def _read_keyring(key_file: Path) -> dict[str, Any]:
-    path = keyring_file(key_file)
-    if not path.exists():
-        return {"format": FORMAT, "current": None, "retired": []}
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def current_signing_key() -> SigningKey:
@@ -78,33 +90,43 @@ def current_signing_key() -> SigningKey:
     return current_app.extensions["lethe.signing_key"]
 
 
+def _in_use_since(key_file: Path) -> datetime | None:
+    """Return when a key never recorded began signing: when its file was written."""
+    if not key_file.exists():
+        return None
+    return datetime.fromtimestamp(key_file.stat().st_mtime, UTC).replace(microsecond=0)
+
+
+def _records() -> list[SigningKeyRecord]:
+    order = (SigningKeyRecord.retired_at.is_(None).desc(), SigningKeyRecord.retired_at.desc())
+    return list(db.session.scalars(sa.select(SigningKeyRecord).order_by(*order)))
+
+
 def published_keys() -> list[PublishedKey]:
-    """Return every key that signed proofs: the current one first, then retired, newest first."""
-    key_file = _key_file()
+    """Return every key that signed proofs: the current one first, then retired, newest first.
+
+    A recorded key that is not this machine's and was never retired is another machine's
+    current key (its key file not copied here yet): it is published as current too, so that
+    its proofs verify everywhere.
+    """
     current = current_signing_key()
-    ring = _read_keyring(key_file)
-    recorded = ring.get("current") or {}
-    if recorded.get("key_id") == current.key_id:
-        since = recorded.get("since")
-    elif key_file.exists():  # never rotated: in use since its file was written
-        mtime = key_file.stat().st_mtime
-        since = datetime.fromtimestamp(mtime, UTC).replace(microsecond=0).isoformat()
-    else:
-        since = None
-    keys = [PublishedKey(current.key_id, current.public_pem(), "current", since)]
-    for entry in ring.get("retired", []):
-        if entry["key_id"] == current.key_id:
+    records = _records()
+    mine = next((r for r in records if r.key_id == current.key_id), None)
+    since = mine.since_at if mine is not None else _in_use_since(_key_file())
+    keys = [PublishedKey(current.key_id, current.public_pem(), "current", _iso(since))]
+    for record in records:
+        if record.key_id == current.key_id:
             continue
-        public_key = load_public_key_pem(entry["public_key_pem"])
-        if key_id_of(public_key) != entry["key_id"]:
-            raise ValueError(f"{keyring_file(key_file)}: key {entry['key_id']} has another id")
+        if key_id_of(load_public_key_pem(record.public_key_pem)) != record.key_id:
+            raise ValueError(f"signing_key {record.key_id}: its public key has another id")
+        status = "current" if record.retired_at is None else "retired"
         keys.append(
             PublishedKey(
-                entry["key_id"],
-                entry["public_key_pem"],
-                "retired",
-                entry["since"],
-                entry["retired"],
+                record.key_id,
+                record.public_key_pem,
+                status,
+                _iso(record.since_at),
+                _iso(record.retired_at),
             )
         )
     return keys
@@ -130,30 +152,27 @@ def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
     os.replace(temporary, path)
 
 
-def _write_keyring(key_file: Path, ring: dict[str, Any]) -> None:
-    path = keyring_file(key_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.new")
-    temporary.write_text(json.dumps(ring, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def rotate_signing_key(session: Session, actor: str) -> tuple[PublishedKey, SigningKey]:
-    """Make a new signing key current and retire the old one, keeping its public half."""
-    key_file = _key_file()
-    old = next(key for key in published_keys() if key.status == "current")
+    """Make a new signing key current and retire the old one, keeping its public half.
+
+    Commits before the key file is replaced: a crash in between leaves the old key both
+    current and kept, never lost, and the new one recorded but not yet in use.
+    """
+    old = current_signing_key()
     new = SigningKey(Ed25519PrivateKey.generate())
-    now = _now()
-    ring = _read_keyring(key_file)
-    retired = [entry for entry in ring.get("retired", []) if entry["key_id"] != old.key_id]
-    entry = PublishedKey(old.key_id, old.public_key_pem, "retired", old.since, now)
-    retired.insert(0, entry.as_dict())
+    now = utcnow().replace(microsecond=0)
+    record = session.get(SigningKeyRecord, old.key_id)
+    if record is None:
+        record = SigningKeyRecord(
+            key_id=old.key_id, public_key_pem=old.public_pem(), since_at=_in_use_since(_key_file())
+        )
+        session.add(record)
+    record.retired_at = now
+    session.add(SigningKeyRecord(key_id=new.key_id, public_key_pem=new.public_pem(), since_at=now))
     record_event(session, actor, "signing_key.rotated", retired_key=old.key_id, new_key=new.key_id)
-    # The old public key is kept before the private key is replaced: a crash in between
-    # leaves the old key both current and kept, never lost.
-    _write_keyring(
-        key_file,
-        {"format": FORMAT, "current": {"key_id": new.key_id, "since": now}, "retired": retired},
+    session.commit()
+    _write_private(_key_file(), new.private_key)
+    retired = PublishedKey(
+        old.key_id, old.public_pem(), "retired", _iso(record.since_at), _iso(record.retired_at)
     )
-    _write_private(key_file, new.private_key)
-    return entry, current_signing_key()
+    return retired, current_signing_key()

@@ -1,22 +1,81 @@
-"""Logging that never carries the subject's links: tokens in URLs are redacted."""
+"""Logging that never carries a credential: tokens in URLs are redacted.
+
+Which parts of a URL are secret is read from the app's own URL rules, not from a list of
+prefixes: every rule argument named ``token`` or ``*_token`` is a credential (the subject's
+verify and status links, export downloads, manual tasks, recipient acknowledgements, HTTP
+connector callbacks, and whatever route is added next under the same convention), and so is
+any query parameter whose name contains ``token``.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 
-_TOKEN_PATH = re.compile(r"/(verify|status)/[A-Za-z0-9_.\-]+")
+from werkzeug.routing import Map, Rule
+
+REDACTED = "[redacted]"
+_SEGMENT = r"[^/?#\s\"']+"
+_ARGUMENT = re.compile(r"<(?:[a-zA-Z_][\w]*(?:\([^)]*\))?:)?([a-zA-Z_]\w*)>")
+_TOKEN_QUERY = re.compile(r"([?&][\w.\-]*token[\w.\-]*=)[^&#\s\"']+", re.IGNORECASE)
+
+
+def is_token_argument(name: str) -> bool:
+    """Tell whether a URL rule argument carries a credential, by its name."""
+    return name == "token" or name.endswith("_token")
+
+
+def token_pattern(rule: Rule) -> re.Pattern[str] | None:
+    """Return a pattern matching the rule's URLs, its token arguments as named groups."""
+    if not any(is_token_argument(name) for name in rule.arguments):
+        return None
+    parts, end = [], 0
+    for match in _ARGUMENT.finditer(rule.rule):
+        parts.append(re.escape(rule.rule[end : match.start()]))
+        secret = is_token_argument(match.group(1))
+        parts.append(f"(?P<secret{len(parts)}>{_SEGMENT})" if secret else _SEGMENT)
+        end = match.end()
+    parts.append(re.escape(rule.rule[end:]))
+    return re.compile("".join(parts))
 
 
 class RedactTokens(logging.Filter):
-    """Replace the token of a signed link in a log line by ``[redacted]``."""
+    """Replace every token in a log line's URLs by ``[redacted]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patterns: dict[str, re.Pattern[str]] = {}
+
+    def learn(self, url_map: Map) -> None:
+        """Redact the token arguments of every rule in ``url_map`` from now on."""
+        for rule in url_map.iter_rules():
+            pattern = token_pattern(rule)
+            if pattern is not None:
+                self.patterns.setdefault(pattern.pattern, pattern)
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with the tokens it carries replaced."""
+        for pattern in self.patterns.values():
+            text = pattern.sub(_blank_secrets, text)
+        return _TOKEN_QUERY.sub(rf"\1{REDACTED}", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
             record.msg = record.getMessage()
             record.args = None
-        record.msg = _TOKEN_PATH.sub(r"/\1/[redacted]", str(record.msg))
+        record.msg = self.redact(str(record.msg))
         return True
+
+
+def _blank_secrets(match: re.Match[str]) -> str:
+    text, start = [], match.start()
+    for name, value in match.groupdict().items():
+        if value is not None:
+            text.append(match.string[start : match.start(name)] + REDACTED)
+            start = match.end(name)
+    text.append(match.string[start : match.end()])
+    return "".join(text)
 
 
 class DropResultRows(logging.Filter):
@@ -26,16 +85,31 @@ class DropResultRows(logging.Filter):
         return not (record.levelno <= logging.DEBUG and str(record.msg).startswith("Row "))
 
 
-def configure_logging() -> None:
-    """Log to stderr at INFO, with signed links redacted and chatty libraries quietened."""
+def _redactors() -> Iterable[RedactTokens]:
+    loggers = [logging.getLogger(), logging.getLogger("werkzeug")]
+    holders = [*loggers[0].handlers, loggers[1]]
+    for holder in holders:
+        yield from (f for f in holder.filters if isinstance(f, RedactTokens))
+
+
+def configure_logging(url_map: Map | None = None) -> None:
+    """Log to stderr at INFO, with signed links redacted and chatty libraries quietened.
+
+    Pass the app's ``url_map`` once its blueprints are registered so that the tokens of its
+    routes are redacted.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    redact = RedactTokens()
+    redact = next(iter(_redactors()), None) or RedactTokens()
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactTokens) for f in handler.filters):
+        if redact not in handler.filters:
             handler.addFilter(redact)
-    logging.getLogger("werkzeug").addFilter(redact)
+    werkzeug = logging.getLogger("werkzeug")
+    if redact not in werkzeug.filters:
+        werkzeug.addFilter(redact)
+    if url_map is not None:
+        redact.learn(url_map)
     # Statement parameters are hidden by the engines (hide_parameters); rows are dropped here.
     rows = logging.getLogger("sqlalchemy.engine.Engine")
     if not any(isinstance(f, DropResultRows) for f in rows.filters):

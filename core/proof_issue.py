@@ -14,7 +14,13 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from core.audit import chain_head, record_event, timeline_of, verify_chain
+from core.audit import (
+    chain_head,
+    current_chain_cache,
+    record_event,
+    timeline_of,
+    verify_chain_cached,
+)
 from core.keyring import current_signing_key, trusted_keys
 from core.links import external_url
 from core.models import AuditEvent, DataSubjectRequest, Proof, RunStatus, utcnow
@@ -158,7 +164,7 @@ def _check_checkpoint(session: Session, check: ProofCheck) -> None:
             f"not the {recorded} recorded in the proof",
         )
         return
-    chain = verify_chain(session, through=position)
+    chain = verify_chain_cached(session, current_chain_cache(), through=position)
     if not chain.ok:
         check.fail(
             "chain_broken",

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from pypdf import PdfReader
 
-from core.audit import verify_chain
+from core.audit import current_chain_cache, verify_chain, verify_chain_cached
 from core.clock import today as local_today
 from core.extensions import db
 from core.keyring import trusted_keys
@@ -321,6 +321,32 @@ def test_a_tampered_audit_row_breaks_the_chain_where_it_was_changed(app, client)
         "head_hash": document["chain"]["head_hash"],
         "problem": f"event {target.position} was altered after it was written",
     }
+
+
+def test_an_event_edited_inside_an_already_verified_prefix_is_still_found(app, client):
+    login(client)
+    erase(app, client, "alice@example.com")
+    auditor = app.test_client()
+    sign_in_as(app, auditor, Role.AUDITOR)
+    assert "no event was altered" in auditor.get("/admin/audit/log").text
+    with app.app_context():
+        cache = current_chain_cache()
+        verified = cache.position
+        assert verified > 3 and cache.verified_at is not None
+        # Edited straight in the database, no re-hash; the verified head row is untouched,
+        # and the chain grows past it, as it does between two views of the page.
+        db.session.execute(
+            sa.update(AuditEvent).where(AuditEvent.position == 2).values(details={"forged": 1})
+        )
+        db.session.commit()
+        # What a check continuing from the cached head cannot see (it reads only newer
+        # events) the auditor's page must: it always recomputes the whole chain.
+        assert verify_chain_cached(db.session, current_chain_cache()).ok
+    erase(app, client, "bob@example.com")
+    page = auditor.get("/admin/audit/log").text
+    assert "Broken at position 2" in page and "event 2 was altered after it was written" in page
+    with app.app_context():
+        assert current_chain_cache().verified_at is None  # the break is not cached as a head
 
 
 def pdf_text(pdf: bytes, tmp_path) -> str:

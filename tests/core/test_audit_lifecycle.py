@@ -3,7 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
-from core.audit import record_event, verify_chain
+from core.audit import ChainCache, record_event, verify_chain, verify_chain_cached
 from core.extensions import db
 from core.lifecycle import CLOSED, TRANSITIONS, TransitionError, transition
 from core.models import AuditEvent, RequestType, Status
@@ -34,6 +34,85 @@ def test_chain_detects_a_deleted_row(app):
         db.session.execute(sa.delete(AuditEvent).where(AuditEvent.position == 2))
         db.session.commit()
         assert "event 2 is missing" in verify_chain(db.session).problem
+
+
+def _events(count: int) -> None:
+    for n in range(count):
+        record_event(db.session, "cli", "test.event", None, n=n)
+    db.session.commit()
+
+
+def test_a_cached_check_verifies_only_the_events_appended_since(app):
+    with app.app_context():
+        _events(4)
+        cache = ChainCache()
+        assert verify_chain_cached(db.session, cache).ok and cache.position == 4
+        verified_at = cache.verified_at
+        _events(3)
+        check = verify_chain_cached(db.session, cache)
+        assert check.ok and check.events == 7 and cache.position == 7
+        assert check.head_hash == verify_chain(db.session).head_hash
+        assert cache.verified_at == verified_at  # the prefix itself was not verified again
+        # An appended event that does not follow the verified head is a break.
+        db.session.execute(
+            sa.update(AuditEvent).where(AuditEvent.position == 7).values(details={"n": 99})
+        )
+        db.session.commit()
+        _events(1)
+        cache.position, cache.hash = 6, verify_chain(db.session, through=6).head_hash
+        check = verify_chain_cached(db.session, cache)
+        assert not check.ok and "event 7 was altered" in check.problem
+        assert cache.verified_at is None  # a break forgets the cache
+
+
+def test_a_cached_check_sees_a_verified_event_edited_and_the_chain_rehashed(app):
+    from core.audit import event_hash
+
+    with app.app_context():
+        _events(5)
+        cache = ChainCache()
+        assert verify_chain_cached(db.session, cache).ok
+        # Edit event 2 and re-hash everything after it, as a careful forger would.
+        prev_hash = None
+        for event in db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.position)):
+            if event.position == 2:
+                event.details = {"n": 99}
+            if prev_hash is not None:
+                event.prev_hash = prev_hash
+            if event.position >= 2:
+                event.hash = event_hash(
+                    event.prev_hash,
+                    event.position,
+                    event.occurred_at.isoformat(),
+                    event.actor,
+                    event.action,
+                    event.reference,
+                    event.details,
+                )
+            prev_hash = event.hash
+        db.session.commit()
+        assert verify_chain(db.session).ok  # consistent in itself: only a checkpoint shows it
+        # The verified head's hash changed, so the cached check verifies everything again
+        # and finds what continuing from the head would not: event 3 edited as well.
+        db.session.execute(
+            sa.update(AuditEvent).where(AuditEvent.position == 3).values(details={"n": 77})
+        )
+        db.session.commit()
+        check = verify_chain_cached(db.session, cache)
+        assert not check.ok and "event 3 was altered" in check.problem
+
+
+def test_a_stale_cache_verifies_the_whole_chain_again(app):
+    with app.app_context():
+        _events(5)
+        cache = ChainCache(max_age=0)
+        assert verify_chain_cached(db.session, cache).ok
+        db.session.execute(
+            sa.update(AuditEvent).where(AuditEvent.position == 2).values(details={"n": 99})
+        )
+        db.session.commit()
+        check = verify_chain_cached(db.session, cache)
+        assert not check.ok and "event 2 was altered" in check.problem
 
 
 def test_every_move_is_audited_in_the_same_transaction(app):

@@ -336,6 +336,13 @@ def test_after_rotation_old_proofs_verify_and_new_ones_use_the_new_key(app, clie
             sa.select(AuditEvent).where(AuditEvent.action == "signing_key.rotated")
         ).one()
         assert rotation.details == {"retired_key": old_id, "new_key": new_id}
+        # The public keys are in the database every machine shares, not beside the key file.
+        from core.keyring import SigningKeyRecord, keyring_file
+
+        recorded = {r.key_id: r for r in db.session.scalars(sa.select(SigningKeyRecord))}
+        assert set(recorded) == {old_id, new_id} and recorded[new_id].retired_at is None
+        assert recorded[old_id].retired_at == recorded[new_id].since_at
+        assert not keyring_file(key_file).exists()
     assert new_id != old_id and new_id in rotated.output
     # The old proof still verifies, on the page and by the command.
     text = words(upload(app, old_pdf).text)
@@ -365,3 +372,38 @@ def test_after_rotation_old_proofs_verify_and_new_ones_use_the_new_key(app, clie
     assert {old_id, new_id} < set(keys_of(client))
     assert cli_verify(app, tmp_path, old_pdf).exit_code == 0
     assert reference in cli_verify(app, tmp_path, old_pdf).output
+
+
+def test_proof_uploads_verify_the_chain_from_the_last_verified_head(app, client, proof):
+    from core.audit import current_chain_cache
+
+    _reference, pdf = proof
+    assert "Authentic" in words(upload(app, pdf).text)
+    with app.app_context():
+        cache = current_chain_cache()
+        first_check, verified = cache.verified_at, cache.position
+    erase_with_proof(app, client, "ivan.petrov@example.ru")  # the chain grows
+    assert "Not authentic" not in words(upload(app, pdf).text)
+    assert cache.verified_at == first_check and cache.position == verified
+    # An edited event covered by re-hashing changes the verified head's hash: checked again.
+    with app.app_context():
+        first = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.position == 1)).one()
+        first.details = {**first.details, "edited": True}
+        db.session.commit()
+        rehash_chain(1)
+    assert "Not authentic" in words(upload(app, pdf).text)
+
+
+def test_once_the_cache_is_stale_an_edit_without_rehash_is_found_on_upload(app, proof):
+    from core.audit import current_chain_cache
+
+    _reference, pdf = proof
+    assert "Not authentic" not in words(upload(app, pdf).text)
+    with app.app_context():
+        current_chain_cache().max_age = 0  # as when AUDIT_CHAIN_FULL_CHECK_SECONDS has passed
+        db.session.execute(
+            sa.update(AuditEvent).where(AuditEvent.position == 1).values(details={"forged": 1})
+        )
+        db.session.commit()
+    text = words(upload(app, pdf).text)
+    assert "Not authentic" in text and "Our audit log does not verify up to the position" in text
