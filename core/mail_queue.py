@@ -82,7 +82,9 @@ def queue_message(session: Session, message: EmailMessage, kind: str) -> QueuedM
     )
     session.add(row)
     session.flush()
-    session.info.setdefault(_PENDING, []).append((row.id, uid, row.kind, row.body_sealed))
+    # The message itself is kept in memory for the try after the commit, which need not
+    # decrypt and parse what it has just built; the scheduler's retries read the row.
+    session.info.setdefault(_PENDING, []).append((row.id, row.kind, message))
     if alone:
         session.commit()
     return row
@@ -101,7 +103,7 @@ def _send_committed(session: Session) -> None:
     session.info.pop(_WROTE, None)
     if not pending:
         return
-    held = sum(not _try(*entry) for entry in pending)
+    held = sum(not _try(mail_id, kind, message) for mail_id, kind, message in pending)
     if held:
         session.info[_HELD] = session.info.get(_HELD, 0) + held
 
@@ -153,12 +155,16 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}" + (f" ({code})" if code else "")
 
 
-def _try(mail_id: int, uid: str, kind: str, sealed: bytes) -> bool:
+def _unseal(uid: str, sealed: bytes) -> EmailMessage:
+    raw = decrypt(_key(), sealed, uid.encode())
+    return message_from_bytes(base64.b64decode(raw), policy=policy.default)
+
+
+def _try(mail_id: int, kind: str, message: EmailMessage) -> bool:
     """Send one message this process holds the lease of; record what happened."""
     table = QueuedMail.__table__
     try:
-        raw = decrypt(_key(), sealed, uid.encode())
-        deliver(message_from_bytes(base64.b64decode(raw), policy=policy.default))
+        deliver(message)
     except Exception as exc:  # whatever went wrong, the message stays queued
         return _note_failure(mail_id, kind, _describe(exc))
     try:
@@ -228,7 +234,11 @@ def send_queued(mail_id: int) -> bool:
     except sa.exc.SQLAlchemyError:
         log.exception("queued email %s could not be claimed; the next run tries again", mail_id)
         return False
-    return _try(mail_id, row.uid, row.kind, row.body_sealed)
+    try:
+        message = _unseal(row.uid, row.body_sealed)
+    except Exception as exc:  # an altered row: counted as a failed try, like SMTP down
+        return _note_failure(mail_id, row.kind, _describe(exc))
+    return _try(mail_id, row.kind, message)
 
 
 @shared_task(name="core.mail_queue.send_due_mail")
