@@ -38,8 +38,11 @@ run: demo
 	$(BIN)/lethe worker --beat & \
 	$(BIN)/lethe run --host 127.0.0.1 --port 5000
 
+# The suite runs on every core (each pytest worker has its own databases, ports and
+# folders); TEST_JOBS=0 runs it in one process.
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS)
 
 # Refresh docs/screenshots/ (every portal page in every language, the main staff pages,
 # the first page of a sample proof of deletion in each language).
