@@ -29,7 +29,8 @@ ANALYSIS = """## What was measured
   connector whose schema was read beforehand (as in a long-running worker): the plan is
   one SELECT counting the person's rows in every table, the erasure one transaction with
   one statement per table, the verification one SELECT again; the statements are built
-  once per connector and run with bound parameters. *Hand-written* is one transaction:
+  once per connector and run with bound parameters, and a pooled connection is pinged
+  only when it sat idle for 10 s. *Hand-written* is one transaction:
   look the customer up by address, delete their order lines, tickets and events, null the
   orders' shipping name and address, anonymise the customer (placeholder address, fixed
   name, NULL phone and city, birth date cut to the year); it neither plans nor verifies.
@@ -71,12 +72,6 @@ ANALYSIS = """## What was measured
 
 ## What limits the missed targets
 
-- **Single-subject erasure on PostgreSQL** sits around 2× the hand-written SQL: Lethe
-  does three things the hand-written transaction does not — the plan (reading the
-  person's rows before anything changes, often from disk, which then warms the cache for
-  the erasure), the re-scan afterwards, and a pool checkout with a pre-ping for each of
-  the three. Erase alone (in the table) is the like-for-like part. Dropping the
-  pre-ping (and retrying once on a dropped connection) would take off three round trips.
 - **Bulk erasure against the set-based script.** The set-based script never counts
   anything; Lethe counts each person's rows three times (plan, inside the erasure to
   prove each person's outcome and to detect rows shared by two people of the batch, and
@@ -87,16 +82,17 @@ ANALYSIS = """## What was measured
   based, the hand-written script included (its own ratio is in the table): each customer
   has about 10 rows, so the row-by-row loop needs only about 25 tiny statements per
   person. The gap grows with the rows per person.
-- **Portal intake.** Two limits, both measured with cProfile and by timing the lock:
-  each submission's transaction takes the audit chain's advisory lock when it records
-  the request and holds it while the verification email is built and until the commit,
-  so submissions commit one after another; and each costs about 20–25 ms of server CPU
-  (templates, the email, 8 statements) plus about 10 ms for the load client and the SMTP
-  sink, all on the same 2 cores, which caps a quiet machine at roughly 50 submissions/s
-  whatever the number of gunicorn workers. With 50 submissions in flight, p99 < 100 ms
-  would need 500 submissions/s. What would be needed: append audit events at commit time
-  (a `before_commit` hook) so the lock covers only the insert and the commit, send the
-  email from a worker instead of the request, and a load client on another machine.
+- **Portal intake.** Two limits, both measured (cProfile, and timing the lock): each
+  submission's transaction takes the audit chain's advisory lock when it records the
+  request and holds it while the verification email is built and until the commit, so
+  submissions commit one after another; and each costs the server CPU given in the table
+  (templates, the email, 8 statements), with the load client and the SMTP sink on the
+  same 2 cores. At about 15 ms of server CPU plus 8 ms for client and sink per
+  submission, 2 cores top out below 100 submissions/s whatever the number of gunicorn
+  workers; with 50 submissions in flight, p99 < 100 ms would need 500 submissions/s.
+  What would be needed: append audit events at commit time (a `before_commit` hook) so
+  the lock covers only the insert and the commit, send the email from a worker instead of
+  the request, a load client on another machine, and more cores.
 - **Scaling out** is bounded by the cores: the erasure of a chunk is a few set-based
   statements, and most of each person's CPU is their signed PDF proof (WeasyPrint), so
   throughput grows with workers only up to the number of free cores — 4 workers cannot
@@ -266,8 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"- where Lethe's time goes on {dialect} ({p['people']} person(s), plan + erase +"
                 f" verify each): {p['statements']:.0f} statements per person,"
                 f" {p['ms_per_person']:.1f} ms per person of which {p['ms_in_statements']:.1f} ms"
-                " inside the database driver's execute (the rest: SQLAlchemy building and"
-                " compiling statements, pool pre-ping, commit, Python)"
+                " inside the database driver's execute (the rest: SQLAlchemy, the commit,"
+                " Python)"
             )
     if "intake" not in args.skip:
         args.commands.append(f"{py} bench.intake_load --requests {args.intake_requests}")

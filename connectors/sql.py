@@ -20,6 +20,7 @@ import base64
 import datetime as dt
 import decimal
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -64,6 +65,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.create_function(
         "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
     )
+
+
+#: A pooled connection idle for longer than this is pinged before use (see _ping_if_idle).
+IDLE_PING_SECONDS = 10.0
+
+
+def _mark_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["lethe_idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Check a connection that sat idle in the pool before handing it out.
+
+    Connections closed by the server or a firewall while idle are replaced here, as
+    ``pool_pre_ping`` would, without a round trip for a connection used a moment ago: an
+    erasure's plan, changes and re-scan follow each other within milliseconds.  A
+    connection that breaks between two quick uses fails its statement, which is reported
+    as a transient error and retried.
+    """
+    idle_since = record.info.get("lethe_idle_since")
+    if idle_since is not None and time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as error:  # any driver's error: the pool replaces the connection
+        raise exc.DisconnectionError(str(error)) from error
 
 
 #: People read per query when listing a segment.
@@ -150,13 +181,13 @@ class SqlConnector(Connector):
             try:
                 # hide_parameters: the subject's address is a bound value; it must not
                 # reach a DEBUG log or an error message stored on the run.
-                self._engine = sa.create_engine(
-                    self.config.url, pool_pre_ping=True, hide_parameters=True
-                )
+                self._engine = sa.create_engine(self.config.url, hide_parameters=True)
             except (exc.ArgumentError, ImportError) as error:
                 raise ConfigError(
                     self.system, "url", f"not a usable database URL: {error}"
                 ) from None
+            event.listen(self._engine, "checkout", _ping_if_idle)
+            event.listen(self._engine, "checkin", _mark_checkin)
             if self._engine.dialect.name == "sqlite":
                 event.listen(self._engine, "connect", _sqlite_pragmas)
         return self._engine

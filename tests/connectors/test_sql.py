@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from connectors import sql
 from connectors.base import Action, ConfigError, ConnectorError, Outcome, Subject
 from connectors.sql import ROW_BATCH, SqlConnector
 from tests.services import fresh_database
@@ -321,6 +322,46 @@ def test_an_unreachable_database_fails_loudly_and_as_transient():
         connector.plan(PERSON)
     assert error.value.transient
     connector.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mariadb"])
+def test_a_connection_the_server_closed_while_idle_is_replaced_and_a_fresh_one_fails_loudly(
+    dialect, monkeypatch
+):
+    with fresh_database(dialect) as database:
+        build_crm(database)
+        connector = SqlConnector("shop", settings(database))
+        expected = connector.plan(PERSON).total_rows
+
+        def kill_the_connector_sessions() -> None:
+            if dialect == "postgresql":
+                mine = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                mine += " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                query(database, mine)
+            else:
+                engine = sa.create_engine(database)
+                with engine.connect() as conn:
+                    for (pid,) in conn.exec_driver_sql(
+                        "SELECT id FROM information_schema.processlist"
+                        " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+                    ).all():
+                        conn.exec_driver_sql(f"KILL {int(pid)}")
+                engine.dispose()
+
+        # Idle past the threshold: the pooled connection is checked, found dead and
+        # replaced before the plan runs.
+        kill_the_connector_sessions()
+        monkeypatch.setattr(sql, "IDLE_PING_SECONDS", 0.0)
+        assert connector.plan(PERSON).total_rows == expected
+        # Used a moment ago: no check, so the statement fails, loudly and as transient
+        # (the run is retried); the next use gets a new connection.
+        kill_the_connector_sessions()
+        monkeypatch.setattr(sql, "IDLE_PING_SECONDS", 3600.0)
+        with pytest.raises(ConnectorError) as error:
+            connector.plan(PERSON)
+        assert error.value.transient
+        assert connector.plan(PERSON).total_rows == expected
+        connector.close()
 
 
 def test_deleting_a_self_referenced_person_detaches_the_people_they_referred(url):
