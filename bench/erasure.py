@@ -7,7 +7,8 @@ from a seeded list, every run committed.  Before timing, both are run on one cus
 (the hand-written one in a transaction rolled back) and must leave identical rows.
 
 (b) Bulk: 10,000 people erased by Lethe (SqlConnector.plan_many/erase_many/verify_many
-on batches of --batch people, in one process — not through the app's bulk path with its
+on batches of --batch people (by default the chunk the app's bulk erasure hands to one
+job, 200), in one process — not through the app's bulk path with its
 requests, jobs and proofs) against one set-based hand-written script, and against a
 row-by-row loop (one statement per row, as the leading tool does), the latter run on a
 sample and extrapolated.
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from bench import common
 from connectors.base import Subject
 from connectors.sql import SqlConnector
+from core.bulk import CHUNK
 
 PLACEHOLDER = {
     "postgresql": "'erased-' || id || '@invalid.example'",
@@ -255,7 +257,7 @@ def bench_bulk(
     sample: int,
     lethe_sample: int | None = None,
     budget: float = 120.0,
-    batch: int = 1000,
+    batch: int = CHUNK,
 ) -> dict:
     """Time a bulk erasure: Lethe in batches, one set-based script, a row-by-row loop.
 
@@ -455,7 +457,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="people Lethe erases in a bulk run (default: as many as --bulk)",
     )
     parser.add_argument(
-        "--batch", type=int, default=1000, help="people per Lethe plan_many/erase_many/verify_many"
+        "--batch",
+        type=int,
+        default=CHUNK,
+        help="people per Lethe plan_many/erase_many/verify_many (default: the app's chunk)",
     )
     parser.add_argument(
         "--lethe-budget", type=float, default=120, help="seconds after which Lethe's run stops"

@@ -40,8 +40,8 @@ ANALYSIS = """## What was measured
   matches addresses exactly (`match = "exact"`): case-insensitive matching compares
   `lower(email)`, which the plain index on `email` cannot serve.
 - **Bulk erasure**: *Lethe* is `plan_many` + `erase_many` + `verify_many` on batches of
-  1,000 people, the verbs the app's bulk erasure hands each chunk of a batch to (one
-  Celery task per chunk and system): the batch's addresses go into a temporary table, one
+  200 people, as the app's bulk erasure hands each chunk of a batch to them (one Celery
+  task per chunk and system; 1,000 per batch measured about the same): the batch's addresses go into a temporary table, one
   statement per table changes everyone's rows, and the plan and the verification count
   each person's rows with one SELECT, so that every person still gets an outcome of their
   own. It covers the full 10,000 (the *measured* column says so, or how many people fit
