@@ -41,10 +41,10 @@ ANALYSIS = """## What was measured
   `lower(email)`, which the plain index on `email` cannot serve.
 - **Bulk erasure**: *Lethe* is `plan_many` + `erase_many` + `verify_many` on batches of
   200 people, as the app's bulk erasure hands each chunk of a batch to them (one Celery
-  task per chunk and system; 1,000 per batch measured about the same): the batch's addresses go into a temporary table, one
-  statement per table changes everyone's rows, and the plan and the verification count
-  each person's rows with one SELECT, so that every person still gets an outcome of their
-  own. It covers the full 10,000 (the *measured* column says so, or how many people fit
+  task per chunk and system; 1,000 per batch measured about the same): the batch's
+  addresses go into a temporary table, one statement per table changes everyone's rows,
+  and the plan and the verification count each person's rows with one SELECT, so that
+  every person still gets an outcome of their own. It covers the full 10,000 (the *measured* column says so, or how many people fit
   in the time budget when the time was scaled). The *set-based* script erases the 10,000
   in one transaction: load their addresses into a temporary table, then one DELETE or
   UPDATE per table joined to it (on MariaDB, multi-table DELETE/UPDATE with JOINs, as a
