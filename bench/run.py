@@ -44,14 +44,14 @@ ANALYSIS = """## What was measured
   task per chunk and system; 1,000 per batch measured about the same): the batch's
   addresses go into a temporary table, one statement per table changes everyone's rows,
   and the plan and the verification count each person's rows with one SELECT, so that
-  every person still gets an outcome of their own. It covers the full 10,000 (the *measured* column says so, or how many people fit
-  in the time budget when the time was scaled). The *set-based* script erases the 10,000
-  in one transaction: load their addresses into a temporary table, then one DELETE or
-  UPDATE per table joined to it (on MariaDB, multi-table DELETE/UPDATE with JOINs, as a
-  MariaDB DBA writes them). The *row-by-row* loop finds each row and deletes or updates
-  it by key, one statement per row, one transaction per person; it runs on 200 people and
-  is scaled to 10,000. Every bulk run is checked afterwards: no ticket or event left,
-  every customer anonymised.
+  every person still gets an outcome of their own. It covers the full 10,000 (the
+  *measured* column says so, or how many people fit in the time budget when the time was
+  scaled). The *set-based* script erases the 10,000 in one transaction: load their
+  addresses into a temporary table, then one DELETE or UPDATE per table joined to it (on
+  MariaDB, multi-table DELETE/UPDATE with JOINs, as a MariaDB DBA writes them). The
+  *row-by-row* loop finds each row and deletes or updates it by key, one statement per
+  row, one transaction per person; it runs on 200 people and is scaled to 10,000. Every
+  bulk run is checked afterwards: no ticket or event left, every customer anonymised.
 - **Portal intake** (`bench/intake_load.py`): a fresh PostgreSQL database, gunicorn with
   the production app, an SMTP sink in a process of its own and an httpx client on the same
   machine; each submission GETs the form (for its CSRF token) and POSTs it. Rate limits
