@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,3 +132,29 @@ def timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
+
+
+def free_port() -> int:
+    """Return a loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_ready(
+    ready: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float
+) -> None:
+    """Poll ``ready`` until it answers True; raise if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.1)
+
+
+def drop_postgres_database(name: str) -> None:
+    """Drop the PostgreSQL database ``name`` of the benchmarks, if it exists."""
+    admin = sa.create_engine(url("postgresql", "postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()

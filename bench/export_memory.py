@@ -158,10 +158,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(f"export: {results[-1]}", flush=True)
     if not args.keep:
-        admin = sa.create_engine(common.url("postgresql", "postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        admin.dispose()
+        common.drop_postgres_database(DATABASE)
     med = {k: common.median([r[k] for r in results]) for k in results[0]}
     added = max(med["peak_mib"], med["hwm_mib"] - med["hwm_before_mib"])
     return [

@@ -31,7 +31,6 @@ import multiprocessing
 import os
 import re
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -49,6 +48,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+
+from bench.common import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
@@ -99,13 +100,6 @@ def smtp_sink(port: int, path: str):
     finally:
         stop.set()
         sink.join(30)
-
-
-def free_port() -> int:
-    """Return a loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -165,16 +159,14 @@ def gunicorn(env: dict[str, str], workers: int, worker_class: str = "sync", thre
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers() -> bool:
             try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:
-                    break
+                return httpx.get(url + "/", timeout=2).status_code == 200
             except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start")
-            time.sleep(0.2)
+                return False
+
+        wait_until_ready(answers, server, "gunicorn", timeout=60)
         for _ in range(4 * workers):  # every worker imports its lazy parts before the clock
             httpx.get(url + "/", timeout=10)
         yield url, lambda: cpu_seconds(server.pid)

@@ -39,7 +39,8 @@ import redis
 import sqlalchemy as sa
 
 from bench import common, datagen
-from bench.intake_load import cpu_seconds, free_port, fresh_postgres, prepare
+from bench.common import free_port, wait_until_ready
+from bench.intake_load import cpu_seconds, fresh_postgres, prepare
 
 LETHE = str(Path(sys.executable).parent / "lethe")
 BOTTLENECK = (
@@ -67,15 +68,14 @@ def redis_of_our_own() -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answers() -> bool:
             try:
-                redis.Redis.from_url(url).ping()
-                break
+                return bool(redis.Redis.from_url(url).ping())
             except redis.ConnectionError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.1)
+                return False
+
+        wait_until_ready(answers, server, "redis-server", timeout=20)
         yield url
     finally:
         server.terminate()
@@ -90,10 +90,7 @@ def crm(customers: int) -> Iterator[str]:
     try:
         yield common.url("postgresql", name)
     finally:
-        admin = sa.create_engine(common.url("postgresql", "postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+        common.drop_postgres_database(name)
 
 
 def _toml(table: dict[str, Any], prefix: str = "") -> list[str]:

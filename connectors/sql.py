@@ -536,16 +536,26 @@ class SqlConnector(Connector):
 
         return self._cached(("counts", scope, names), build)
 
-    def _count_each(self, conn: sa.Connection, names: tuple[str, ...]) -> list[sa.Row]:
-        """Return the counts of each person of the batch table, in its order."""
-        if not getattr(conn.dialect, "is_mariadb", False):
-            return list(conn.execute(self._counts(EACH, names)))
-        # MariaDB's subquery cache keys a correlated subquery on the outer value compared
-        # under its collation: 'é' would be given the rows counted for 'e' just before.
-        conn.exec_driver_sql("SET SESSION optimizer_switch = 'subquery_cache=off'")
-        rows = list(conn.execute(self._counts(EACH, names)))
-        conn.exec_driver_sql("SET SESSION optimizer_switch = 'subquery_cache=on'")
-        return rows
+    def _count_one(
+        self, conn: sa.Connection, subject: Subject, names: tuple[str, ...]
+    ) -> dict[str, int]:
+        """Return the subject's rows in each table of ``names``."""
+        row = conn.execute(self._counts(ONE, names), {EMAIL: subject.email}).one()
+        return dict(zip(names, row, strict=True))
+
+    def _count_each(self, conn: sa.Connection, names: tuple[str, ...]) -> list[dict[str, int]]:
+        """Return the rows in each table of ``names`` of each person of the batch table."""
+        mariadb = getattr(conn.dialect, "is_mariadb", False)
+        if mariadb:
+            # MariaDB's subquery cache keys a correlated subquery on the outer value compared
+            # under its collation: 'é' would be given the rows counted for 'e' just before.
+            conn.exec_driver_sql("SET SESSION optimizer_switch = 'subquery_cache=off'")
+        try:
+            rows = list(conn.execute(self._counts(EACH, names)))
+        finally:
+            if mariadb:
+                conn.exec_driver_sql("SET SESSION optimizer_switch = 'subquery_cache=on'")
+        return [dict(zip(names, row[1:], strict=True)) for row in rows]
 
     def _verified_tables(self) -> tuple[str, ...]:
         _metadata, graph = self.schema()
@@ -633,10 +643,10 @@ class SqlConnector(Connector):
         names = tuple(graph.order)
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(self._counts(ONE, names), {EMAIL: subject.email}).one()
+                counts = self._count_one(conn, subject, names)
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "planning") from None
-        return self._plan_from(dict(zip(names, row, strict=True)))
+        return self._plan_from(counts)
 
     def plan_many(self, subjects: Sequence[Subject]) -> list[Plan]:
         """Return :meth:`plan` for each subject, counted in one statement for the batch."""
@@ -653,11 +663,11 @@ class SqlConnector(Connector):
         try:
             with self.engine.begin() as conn:
                 self._load_batch(conn, subjects)
-                rows = self._count_each(conn, names)
+                counts = self._count_each(conn, names)
                 self._drop_batch(conn)
         except exc.SQLAlchemyError as error:
             raise self._failure(error, doing) from None
-        return [dict(zip(names, row[1:], strict=True)) for row in rows]
+        return counts
 
     def _plan_from(self, counts: Mapping[str, int]) -> Plan:
         """Return the plan for a person whose rows per table are ``counts``."""
@@ -728,8 +738,7 @@ class SqlConnector(Connector):
         params = {EMAIL: subject.email}
         names = tuple(graph.order)
         if any(name not in steps for name in names):
-            row = conn.execute(self._counts(ONE, names), params).one()
-            self._check_planned(dict(zip(names, row, strict=True)), steps)
+            self._check_planned(self._count_one(conn, subject, names), steps)
         return self._change(conn, steps, ONE, params)
 
     def erase_many(self, work: Sequence[tuple[Subject, Plan]]) -> list[EraseResult]:
@@ -773,7 +782,7 @@ class SqlConnector(Connector):
         _metadata, graph = self.schema()
         names = tuple(graph.order)
         self._load_batch(conn, subjects)
-        counts = [dict(zip(names, row[1:], strict=True)) for row in self._count_each(conn, names)]
+        counts = self._count_each(conn, names)
         for person, rules in zip(counts, steps, strict=True):
             self._check_planned(person, rules)
         done = self._change(conn, steps[0], ANY, {})
@@ -1055,10 +1064,10 @@ class SqlConnector(Connector):
         names = self._verified_tables()
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(self._counts(ONE, names), {EMAIL: subject.email}).one()
+                remaining = self._count_one(conn, subject, names)
         except exc.SQLAlchemyError as error:
             raise self._failure(error, "verifying") from None
-        return VerifyResult(dict(zip(names, row, strict=True)))
+        return VerifyResult(remaining)
 
     def verify_many(self, subjects: Sequence[Subject]) -> list[VerifyResult]:
         """Return :meth:`verify` for each subject, counted in one statement for the batch."""

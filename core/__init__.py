@@ -10,7 +10,7 @@ from flask_babel import get_locale
 
 from core.config import load_config
 from core.extensions import babel, csrf, db, limiter, login_manager, migrate
-from core.logs import configure_logging
+from core.logs import configure_logging, redact_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The portal's languages, each named in itself.
@@ -86,5 +86,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(portal_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     init_api(app)  # /api/v1 and its OpenAPI document
-    configure_logging(app.url_map)  # now that every route is known: redact their tokens
+    redact_routes(app.url_map)  # now that every route is known
     return app

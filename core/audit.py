@@ -51,6 +51,19 @@ def event_hash(
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
+def hash_of(event: Any, prev_hash: str) -> str:
+    """Return the hash that seals a stored ``event`` (row or object) to ``prev_hash``."""
+    return event_hash(
+        prev_hash,
+        event.position,
+        event.occurred_at.isoformat(),
+        event.actor,
+        event.action,
+        event.reference,
+        event.details,
+    )
+
+
 def _transaction(session: Session | scoped_session) -> SessionTransaction | None:
     """Return the session's outermost transaction (Flask-SQLAlchemy's is a scoped session)."""
     real = session() if isinstance(session, scoped_session) else session
@@ -74,13 +87,8 @@ def record_event(
         if session.get_bind().dialect.name == "postgresql":
             # Two transactions appending at once would fork the chain; the lock queues them.
             session.execute(sa.select(sa.func.pg_advisory_xact_lock(_CHAIN_LOCK)))
-        head = session.execute(
-            sa.select(AuditEvent.position, AuditEvent.hash)
-            .order_by(AuditEvent.position.desc())
-            .limit(1)
-        ).first()
-        position = head.position + 1 if head else 1
-        prev_hash = head.hash if head else GENESIS
+        last, prev_hash = chain_head(session)
+        position = last + 1
     occurred_at = utcnow().replace(microsecond=0)
     event = AuditEvent(
         position=position,
@@ -154,16 +162,7 @@ def _walk(events: Iterable[Any], count: int = 0, prev_hash: str = GENESIS) -> Ch
             return ChainCheck(
                 False, count, prev_hash, f"event {event.position} does not follow its predecessor"
             )
-        expected = event_hash(
-            prev_hash,
-            event.position,
-            event.occurred_at.isoformat(),
-            event.actor,
-            event.action,
-            event.reference,
-            event.details,
-        )
-        if expected != event.hash:
+        if hash_of(event, prev_hash) != event.hash:
             return ChainCheck(
                 False, count, prev_hash, f"event {event.position} was altered after it was written"
             )
@@ -251,8 +250,10 @@ def current_chain_cache() -> ChainCache:
 
 def chain_head(session: Session) -> tuple[int, str]:
     """Return the position and hash of the newest event (0 and the genesis hash if none)."""
-    head = session.scalars(
-        sa.select(AuditEvent).order_by(AuditEvent.position.desc()).limit(1)
+    head = session.execute(
+        sa.select(AuditEvent.position, AuditEvent.hash)
+        .order_by(AuditEvent.position.desc())
+        .limit(1)
     ).first()
     return (head.position, head.hash) if head else (0, GENESIS)
 

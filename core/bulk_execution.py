@@ -20,10 +20,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from connectors.base import ConnectorError, Plan
 from core.execution import close_if_finished, record_outcome
-from core.holds import hold_on
+from core.holds import active_holds, hold_on
 from core.models import (
     DataSubjectRequest,
-    LegalHold,
     RequestType,
     RunStatus,
     Status,
@@ -56,17 +55,6 @@ def load_runs(session: Session, run_ids: Sequence[int]) -> list[SystemRun]:
     )
 
 
-def _holds(session: Session, identity_ids: set[int]) -> list[LegalHold]:
-    return list(
-        session.scalars(
-            sa.select(LegalHold).where(
-                LegalHold.released_at.is_(None),
-                sa.or_(LegalHold.identity_id.in_(identity_ids), LegalHold.identity_id.is_(None)),
-            )
-        )
-    )
-
-
 def sort_runs(
     session: Session, systems: Systems, run_ids: Sequence[int]
 ) -> tuple[list[SystemRun], list[int]]:
@@ -86,7 +74,7 @@ def sort_runs(
         return [], []
     system = runs[0].system
     together_ok = erases_together(systems, system)
-    holds = _holds(session, {run.request.identity_id for run in runs})
+    holds = active_holds(session)  # few: legal holds are the exception
     together, alone = [], []
     for run in runs:
         # A hold placed after approval keeps the data: the single run records it so.

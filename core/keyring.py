@@ -24,25 +24,12 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import current_app
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from core.audit import record_event
 from core.extensions import db
-from core.models import UTCDateTime, utcnow
+from core.models import SigningKeyRecord, utcnow
 from core.signing import SigningKey, key_id_of, load_public_key_pem, load_signing_key
-
-
-class SigningKeyRecord(db.Model):
-    """The public half of a key that signs, or signed, proofs."""
-
-    __tablename__ = "signing_key"
-
-    key_id: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
-    public_key_pem: Mapped[str] = mapped_column(sa.Text)
-    #: When the key began signing; None if that is not known.
-    since_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: When ``lethe keys rotate`` replaced it; None while it is current.
-    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 @dataclass(frozen=True)

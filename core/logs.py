@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 
 from werkzeug.routing import Map, Rule
 
@@ -85,31 +84,23 @@ class DropResultRows(logging.Filter):
         return not (record.levelno <= logging.DEBUG and str(record.msg).startswith("Row "))
 
 
-def _redactors() -> Iterable[RedactTokens]:
-    loggers = [logging.getLogger(), logging.getLogger("werkzeug")]
-    holders = [*loggers[0].handlers, loggers[1]]
-    for holder in holders:
-        yield from (f for f in holder.filters if isinstance(f, RedactTokens))
+#: The one redacting filter of the process, on the root handlers and werkzeug's logger.
+REDACTOR = RedactTokens()
 
 
-def configure_logging(url_map: Map | None = None) -> None:
-    """Log to stderr at INFO, with signed links redacted and chatty libraries quietened.
+def redact_routes(url_map: Map) -> None:
+    """Redact the tokens of ``url_map``'s routes (call once its blueprints are registered)."""
+    REDACTOR.learn(url_map)
 
-    Pass the app's ``url_map`` once its blueprints are registered so that the tokens of its
-    routes are redacted.
-    """
+
+def configure_logging() -> None:
+    """Log to stderr at INFO, with signed links redacted and chatty libraries quietened."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    redact = next(iter(_redactors()), None) or RedactTokens()
-    for handler in logging.getLogger().handlers:
-        if redact not in handler.filters:
-            handler.addFilter(redact)
-    werkzeug = logging.getLogger("werkzeug")
-    if redact not in werkzeug.filters:
-        werkzeug.addFilter(redact)
-    if url_map is not None:
-        redact.learn(url_map)
+    for holder in [*logging.getLogger().handlers, logging.getLogger("werkzeug")]:
+        if REDACTOR not in holder.filters:
+            holder.addFilter(REDACTOR)
     # Statement parameters are hidden by the engines (hide_parameters); rows are dropped here.
     rows = logging.getLogger("sqlalchemy.engine.Engine")
     if not any(isinstance(f, DropResultRows) for f in rows.filters):

@@ -436,3 +436,16 @@ class RecipientNotification(db.Model):
             "recipient_notifications", order_by="RecipientNotification.id", viewonly=True
         )
     )
+
+
+class SigningKeyRecord(db.Model):
+    """The public half of a key that signs, or signed, proofs."""
+
+    __tablename__ = "signing_key"
+
+    key_id: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    public_key_pem: Mapped[str] = mapped_column(sa.Text)
+    #: When the key began signing; None if that is not known.
+    since_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When ``lethe keys rotate`` replaced it; None while it is current.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -52,17 +52,6 @@ TRANSLATIONS = TEMPLATES.parent / "translations"
 CONTENT_NAME, SIGNATURE_NAME = "proof.json", "proof.sig.json"
 
 
-def __getattr__(name: str) -> Any:
-    """Return :class:`core.pdf.RefusingFetcher`, importing WeasyPrint only when asked."""
-    # Importing this module must stay light (every process does, through core.jobs); the
-    # fetcher is still found here, where it has always been.
-    if name == "RefusingFetcher":
-        from core.pdf import RefusingFetcher
-
-        return RefusingFetcher
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def canonical_json(content: Mapping[str, Any]) -> bytes:
     """Return the content as deterministic UTF-8 JSON; refuse anything that is not JSON."""
     return json.dumps(

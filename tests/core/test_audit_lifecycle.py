@@ -8,6 +8,7 @@ from core.extensions import db
 from core.lifecycle import CLOSED, TRANSITIONS, TransitionError, transition
 from core.models import AuditEvent, RequestType, Status
 from core.operations import submit_request
+from tests.portal.test_proof_check import rehash_chain
 
 
 def test_chain_verifies_and_detects_an_edited_row(app):
@@ -66,31 +67,15 @@ def test_a_cached_check_verifies_only_the_events_appended_since(app):
 
 
 def test_a_cached_check_sees_a_verified_event_edited_and_the_chain_rehashed(app):
-    from core.audit import event_hash
-
     with app.app_context():
         _events(5)
         cache = ChainCache()
         assert verify_chain_cached(db.session, cache).ok
         # Edit event 2 and re-hash everything after it, as a careful forger would.
-        prev_hash = None
-        for event in db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.position)):
-            if event.position == 2:
-                event.details = {"n": 99}
-            if prev_hash is not None:
-                event.prev_hash = prev_hash
-            if event.position >= 2:
-                event.hash = event_hash(
-                    event.prev_hash,
-                    event.position,
-                    event.occurred_at.isoformat(),
-                    event.actor,
-                    event.action,
-                    event.reference,
-                    event.details,
-                )
-            prev_hash = event.hash
-        db.session.commit()
+        db.session.scalars(sa.select(AuditEvent).where(AuditEvent.position == 2)).one().details = {
+            "n": 99
+        }
+        rehash_chain(2)
         assert verify_chain(db.session).ok  # consistent in itself: only a checkpoint shows it
         # The verified head's hash changed, so the cached check verifies everything again
         # and finds what continuing from the head would not: event 3 edited as well.

@@ -16,10 +16,10 @@ from pypdf import PdfReader, PdfWriter
 from weasyprint import HTML
 from weasyprint.urls import FatalURLFetchingError
 
+from core.pdf import RefusingFetcher
 from core.proofs import (
     CONTENT_NAME,
     SIGNATURE_NAME,
-    RefusingFetcher,
     canonical_json,
     render_proof_pdf,
     verify_proof_pdf,

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from pypdf import PdfReader, PdfWriter
 
-from core.audit import event_hash
+from core.audit import hash_of
 from core.cli import cli
 from core.extensions import db
 from core.models import AuditEvent, DataSubjectRequest, Proof
@@ -178,16 +178,7 @@ def rehash_chain(start: int) -> None:
     prev = events[start - 2].hash if start > 1 else "0" * 64
     for event in events[start - 1 :]:
         event.prev_hash = prev
-        event.hash = event_hash(
-            prev,
-            event.position,
-            event.occurred_at.isoformat(),
-            event.actor,
-            event.action,
-            event.reference,
-            event.details,
-        )
-        prev = event.hash
+        event.hash = prev = hash_of(event, prev)
     db.session.commit()
 
 
@@ -337,7 +328,8 @@ def test_after_rotation_old_proofs_verify_and_new_ones_use_the_new_key(app, clie
         ).one()
         assert rotation.details == {"retired_key": old_id, "new_key": new_id}
         # The public keys are in the database every machine shares, not beside the key file.
-        from core.keyring import SigningKeyRecord, keyring_file
+        from core.keyring import keyring_file
+        from core.models import SigningKeyRecord
 
         recorded = {r.key_id: r for r in db.session.scalars(sa.select(SigningKeyRecord))}
         assert set(recorded) == {old_id, new_id} and recorded[new_id].retired_at is None
